@@ -1,0 +1,1 @@
+"""MNIST example: data loading, a flax model, and the functional training cycle."""

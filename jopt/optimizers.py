@@ -1,0 +1,439 @@
+"""The optax door: ``jopt.sgd``, ``jopt.adam``, ... with optax 0.2.8's signatures and math.
+
+Each optimizer is a short recipe: a ``chain`` of building blocks inside
+:func:`jopt.with_hyperparams` (so every numeric hyperparameter lives in the state)
+and, for stateful ones, :func:`jopt.fuse` (so small leaves share one buffer per
+dtype). Switching from optax is a one-word change; the trajectories are the same
+(tested against optax in float32 and float64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from jopt import tree as jtree
+from jopt.base import GradientTransformation, Params, ScalarOrSchedule
+from jopt.combine import chain
+from jopt.fused import fuse
+from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
+from jopt.transforms.adaptive import (
+    scale_by_adadelta,
+    scale_by_adam,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+)
+from jopt.transforms.momentum import _check_nesterov, trace
+from jopt.transforms.scaling import scale_by_learning_rate
+from jopt.transforms.weight_decay import add_decayed_weights
+
+__all__ = ["adadelta", "adagrad", "adam", "adamw", "rmsprop", "sgd"]
+
+Mask = Any | Callable[[Params], Any]
+
+
+def _is_zero(value: Any) -> bool:
+    return not callable(value) and not jtree.is_traced(value) and float(value) == 0.0
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    accumulator_dtype: Any | None = None,
+) -> GradientTransformation:
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    Update rule::
+
+        m_t = momentum * m_{t-1} + g_t                          (if momentum is given)
+        u_t = -lr_t * (g_t + momentum * m_t  if nesterov  else  m_t)
+
+    Args:
+        learning_rate: a float or a schedule ``count -> lr``.
+        momentum: the momentum coefficient, or ``None`` for plain SGD.
+        nesterov: Nesterov momentum (needs ``momentum``).
+        accumulator_dtype: dtype of the momentum buffer (default: the params').
+
+    Hyperparameters in the state: ``learning_rate``, ``momentum``.
+
+    References:
+        Robbins & Monro, 1951; Sutskever et al., ICML 2013; optax ``sgd``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import jopt
+        >>> loss = lambda w: jnp.sum((w - 3.0) ** 2)
+        >>> tx = jopt.sgd(0.1, momentum=0.9)
+        >>> w = jnp.zeros(1)
+        >>> state = tx.init(w)
+        >>> for _ in range(3):
+        ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
+        ...     w = jopt.apply_updates(w, updates)
+        ...     print(w)
+        [0.6]
+        [1.62]
+        [2.8140001]
+    """
+    if nesterov:
+        _check_nesterov(momentum, 0.0)
+    values: dict[str, Any] = {"learning_rate": learning_rate}
+    bounds = {"learning_rate": NONNEGATIVE}
+    if momentum is not None:
+        values["momentum"] = momentum
+        bounds["momentum"] = NONNEGATIVE
+
+    def build(learning_rate: Any, momentum: Any = None) -> GradientTransformation:
+        lr = scale_by_learning_rate(learning_rate)
+        if momentum is None:
+            return lr
+        return fuse(chain(trace(momentum, nesterov, accumulator_dtype), lr))
+
+    return with_hyperparams(build, owner="sgd", bounds=bounds, **values)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """Adam: momentum over a per-coordinate RMS step size, both bias-corrected.
+
+    Update rule (``t`` from 1)::
+
+        m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + (1 - b2) g_t^2
+        u_t = -lr_t * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)
+
+    With ``nesterov=True`` this is NAdam (see :func:`jopt.scale_by_adam`).
+
+    Args:
+        learning_rate: a float or a schedule.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added outside the square root.
+        eps_root: added inside the square root.
+        mu_dtype: dtype of the first moment (default: the params').
+        nesterov: use Nesterov momentum (NAdam).
+        nu_dtype: dtype of the second moment (jopt only; e.g. ``jnp.bfloat16``).
+
+    Hyperparameters in the state: ``learning_rate``, ``b1``, ``b2``, ``eps``, ``eps_root``.
+
+    References:
+        Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015; optax ``adam``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import jopt
+        >>> loss = lambda w: jnp.sum((w - 3.0) ** 2)
+        >>> tx = jopt.adam(0.1)
+        >>> w = jnp.zeros(1)
+        >>> state = tx.init(w)
+        >>> for _ in range(3):
+        ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
+        ...     w = jopt.apply_updates(w, updates)
+        ...     print(w)
+        [0.09999934]
+        [0.19989562]
+        [0.29961646]
+    """
+    return with_hyperparams(
+        lambda learning_rate, b1, b2, eps, eps_root: fuse(
+            chain(
+                scale_by_adam(
+                    b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
+                ),
+                scale_by_learning_rate(learning_rate),
+            )
+        ),
+        owner="adam",
+        bounds=_ADAM_BOUNDS,
+        learning_rate=learning_rate,
+        b1=b1,
+        b2=b2,
+        eps=eps,
+        eps_root=eps_root,
+    )
+
+
+_ADAM_BOUNDS = {
+    "learning_rate": NONNEGATIVE,
+    "b1": UNIT_OPEN,
+    "b2": UNIT_OPEN,
+    "eps": NONNEGATIVE,
+    "eps_root": NONNEGATIVE,
+    "weight_decay": NONNEGATIVE,
+}
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    nesterov: bool = False,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """AdamW: Adam with weight decay decoupled from the gradient statistics.
+
+    Update rule, with ``d_t`` the Adam direction of :func:`adam`::
+
+        u_t = -lr_t * (d_t + wd * p_{t-1})
+
+    i.e. ``p_t = p_{t-1} - lr_t * d_t - lr_t * wd * p_{t-1}``: the decay is scaled by
+    the learning rate, as in torch's ``AdamW``. Note the defaults differ: optax (and
+    so this function) uses ``weight_decay=1e-4``, torch ``1e-2``
+    (:func:`jopt.torch.AdamW` follows torch).
+
+    Args:
+        learning_rate: a float or a schedule.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added outside the square root.
+        eps_root: added inside the square root.
+        mu_dtype: dtype of the first moment.
+        weight_decay: decay coefficient (float or schedule), >= 0.
+        mask: tree of bools (or a function of the params returning one) choosing the
+            leaves to decay.
+        nesterov: use Nesterov momentum (NAdamW).
+        nu_dtype: dtype of the second moment (jopt only).
+
+    Hyperparameters in the state: those of :func:`adam` and ``weight_decay``.
+
+    References:
+        Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019;
+        optax ``adamw``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.adamw(0.1, weight_decay=0.5)
+        >>> w = jnp.ones(1)
+        >>> tx.update(jnp.zeros(1), tx.init(w), w)[0]  # zero gradient: decay only
+        Array([-0.05], dtype=float32)
+    """
+    no_decay = _is_zero(weight_decay)
+
+    def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any, weight_decay: Any):
+        moments = scale_by_adam(
+            b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
+        )
+        lr = scale_by_learning_rate(learning_rate)
+        if no_decay:
+            return fuse(chain(moments, lr))
+        if mask is None:
+            return fuse(chain(moments, add_decayed_weights(weight_decay), lr))
+        return chain(fuse(moments), add_decayed_weights(weight_decay, mask), lr)
+
+    values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
+    decay = {"fixed": {"weight_decay": 0.0}} if no_decay else {"weight_decay": weight_decay}
+    return with_hyperparams(build, owner="adamw", bounds=_ADAM_BOUNDS, **values, **decay)
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    initial_scale: float = 0.0,
+    eps_in_sqrt: bool = True,
+    centered: bool = False,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """RMSprop: divide the gradient by a running RMS of its recent magnitudes.
+
+    Update rule (optax's placement: the learning rate goes *into* the momentum
+    buffer, unlike :func:`jopt.torch.RMSprop`)::
+
+        v_t = decay v_{t-1} + (1 - decay) g_t^2             (v_0 = initial_scale)
+        s_t = -lr_t * g_t / sqrt(v_t + eps)                 (eps_in_sqrt; else sqrt(v_t) + eps)
+        centered: v_t - m_t^2 replaces v_t, with m_t the EMA of g_t
+        u_t = s_t, or with momentum: m'_t = momentum m'_{t-1} + s_t, u_t = m'_t
+
+    Args:
+        learning_rate: a float or a schedule.
+        decay: EMA decay, in [0, 1].
+        eps: the stabilizer.
+        initial_scale: initial value of the squared-gradient EMA (fixed: used by init).
+        eps_in_sqrt: put ``eps`` inside the square root.
+        centered: normalize by the running variance instead of the raw second moment.
+        momentum: momentum coefficient, or ``None``.
+        nesterov: Nesterov momentum (needs ``momentum``).
+        bias_correction: debias the EMAs.
+
+    Hyperparameters in the state: ``learning_rate``, ``decay``, ``eps``, ``momentum``
+    (fixed: ``initial_scale``).
+
+    References:
+        Hinton, lecture 6e, 2012; Graves, 2013 (centered); optax ``rmsprop``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.rmsprop(0.1, decay=0.0, eps=0.0)
+        >>> tx.update(jnp.array([4.0, -0.5]), tx.init(jnp.zeros(2)))[0]
+        Array([-0.1,  0.1], dtype=float32)
+    """
+    if nesterov:
+        _check_nesterov(momentum, 0.0)
+    values: dict[str, Any] = dict(learning_rate=learning_rate, decay=decay, eps=eps)
+    if momentum is not None:
+        values["momentum"] = momentum
+
+    def build(learning_rate: Any, decay: Any, eps: Any, initial_scale: float, momentum: Any = None):
+        block = scale_by_stddev if centered else scale_by_rms
+        steps = [
+            block(decay, eps, initial_scale, eps_in_sqrt, bias_correction),
+            scale_by_learning_rate(learning_rate),
+        ]
+        if momentum is not None:
+            steps.append(trace(momentum, nesterov))
+        return fuse(chain(*steps))
+
+    return with_hyperparams(
+        build,
+        owner="rmsprop",
+        bounds={
+            "learning_rate": NONNEGATIVE,
+            "decay": UNIT,
+            "eps": NONNEGATIVE,
+            "momentum": NONNEGATIVE,
+            "initial_scale": NONNEGATIVE,
+        },
+        fixed={"initial_scale": initial_scale},
+        **values,
+    )
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: float = 0.1,
+    eps: float = 1e-7,
+) -> GradientTransformation:
+    """Adagrad: per-coordinate step sizes shrinking with the sum of squared gradients.
+
+    Update rule (optax's: ``eps`` inside the root, a zero sum gives a zero step)::
+
+        s_t = s_{t-1} + g_t^2                    (s_0 = initial_accumulator_value)
+        u_t = -lr_t * g_t / sqrt(s_t + eps)
+
+    torch's Adagrad differs (``s_0 = 0``, ``eps=1e-10`` outside the root,
+    ``lr_decay``): use :func:`jopt.torch.Adagrad` for it.
+
+    Args:
+        learning_rate: a float or a schedule.
+        initial_accumulator_value: starting value of the sum (fixed: used by init).
+        eps: added inside the root.
+
+    Hyperparameters in the state: ``learning_rate``, ``eps`` (fixed:
+    ``initial_accumulator_value``).
+
+    References:
+        Duchi, Hazan & Singer, JMLR 2011; optax ``adagrad``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.adagrad(1.0, initial_accumulator_value=0.0, eps=0.0)
+        >>> tx.update(jnp.array([3.0]), tx.init(jnp.zeros(1)))[0]
+        Array([-1.], dtype=float32)
+    """
+    return with_hyperparams(
+        lambda learning_rate, eps, initial_accumulator_value: fuse(
+            chain(
+                scale_by_rss(initial_accumulator_value, eps),
+                scale_by_learning_rate(learning_rate),
+            )
+        ),
+        owner="adagrad",
+        bounds={
+            "learning_rate": NONNEGATIVE,
+            "eps": NONNEGATIVE,
+            "initial_accumulator_value": NONNEGATIVE,
+        },
+        fixed={"initial_accumulator_value": initial_accumulator_value},
+        learning_rate=learning_rate,
+        eps=eps,
+    )
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule | None = None,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 0.0,
+    weight_decay_mask: Mask | None = None,
+) -> GradientTransformation:
+    """Adadelta: step sizes from the ratio of running RMS of steps and of gradients.
+
+    Update rule::
+
+        g'_t = g_t + wd * p_{t-1}
+        E[g^2]_t = rho E[g^2]_{t-1} + (1 - rho) g'_t^2
+        d_t = sqrt(E[x^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) * g'_t
+        E[x^2]_t = rho E[x^2]_{t-1} + (1 - rho) d_t^2
+        u_t = -lr_t * d_t
+
+    Warning:
+        optax 0.2.8's ``adadelta()`` with its default ``learning_rate=None`` applies
+        ``+d_t``: it *ascends* the loss. Here ``None`` means 1.0, torch's default, and
+        the step descends. Pass an explicit learning rate to get the same numbers as
+        optax with that learning rate.
+
+    Args:
+        learning_rate: a float or a schedule; ``None`` means 1.0.
+        rho: EMA decay, in [0, 1].
+        eps: added inside both roots.
+        weight_decay: coupled (L2) weight decay, >= 0.
+        weight_decay_mask: tree of bools (or function) choosing the leaves to decay.
+
+    Hyperparameters in the state: ``learning_rate``, ``rho``, ``eps``, ``weight_decay``.
+
+    References:
+        Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012; optax ``adadelta``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.adadelta()
+        >>> tx.update(jnp.array([1.0]), tx.init(jnp.zeros(1)))[0]  # negative: descends
+        Array([-0.00316...], dtype=float32)
+    """
+    if learning_rate is None:
+        learning_rate = 1.0
+    no_decay = _is_zero(weight_decay)
+
+    def build(learning_rate: Any, rho: Any, eps: Any, weight_decay: Any) -> GradientTransformation:
+        core = [scale_by_adadelta(rho, eps), scale_by_learning_rate(learning_rate)]
+        if no_decay:
+            return fuse(chain(*core))
+        if weight_decay_mask is None:
+            return fuse(chain(add_decayed_weights(weight_decay), *core))
+        return chain(add_decayed_weights(weight_decay, weight_decay_mask), fuse(chain(*core)))
+
+    values = dict(learning_rate=learning_rate, rho=rho, eps=eps)
+    decay = {"fixed": {"weight_decay": 0.0}} if no_decay else {"weight_decay": weight_decay}
+    return with_hyperparams(
+        build,
+        owner="adadelta",
+        bounds={
+            "learning_rate": NONNEGATIVE,
+            "rho": UNIT,
+            "eps": NONNEGATIVE,
+            "weight_decay": NONNEGATIVE,
+        },
+        **values,
+        **decay,
+    )
