@@ -9,7 +9,7 @@ import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -21,9 +21,9 @@ from _pytest.doctest import DoctestItem  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _doctests_use_standard_promotion(request):
-    """Doctests are user-facing examples: they run under jax's default promotion."""
+    """Doctests are user-facing examples: they run under jax's default promotion rules."""
     if isinstance(request.node, DoctestItem):
-        with jax.numpy_dtype_promotion("standard"):
+        with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
             yield
     else:
         yield

@@ -73,6 +73,40 @@ class EmptyState(NamedTuple):
     """The state of a transformation that keeps none."""
 
 
+def stateless(fn: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:
+    """A transformation without state from a function ``fn(updates, params) -> updates``.
+
+    Update rule: ``u <- fn(u, p)``; the state is :class:`EmptyState`, and extra keyword
+    arguments to ``update`` are ignored.
+
+    Args:
+        fn: maps the updates (and the params, ``None`` when not passed) to new updates.
+
+    References:
+        optax ``stateless``.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.stateless(lambda updates, params: jax.tree.map(jnp.sign, updates))
+        >>> tx.update(jnp.array([0.3, -2.0]), tx.init(None))[0]
+        Array([ 1., -1.], dtype=float32)
+    """
+
+    def init(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update(
+        updates: Updates, state: EmptyState, params: Params | None = None, **extra: Any
+    ) -> tuple[Updates, EmptyState]:
+        del extra
+        return fn(updates, params), state
+
+    return GradientTransformation(init, update)
+
+
 def identity() -> GradientTransformation:
     """Passes updates through unchanged; keeps no state.
 
@@ -85,18 +119,7 @@ def identity() -> GradientTransformation:
         >>> tx.update({"w": jnp.array([1.0, -2.0])}, tx.init(None))[0]
         {'w': Array([ 1., -2.], dtype=float32)}
     """
-
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(
-        updates: Updates, state: EmptyState, params: Params | None = None, **extra: Any
-    ) -> tuple[Updates, EmptyState]:
-        del params, extra
-        return updates, state
-
-    return GradientTransformation(init, update)
+    return stateless(lambda updates, params: updates)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

@@ -131,6 +131,14 @@ def check_hyperparam(name: str, value: Any, interval: Interval) -> None:
             )
 
 
+def _check_owned(owner: str, name: str, value: Any, interval: Interval) -> None:
+    """:func:`check_hyperparam`, with the optimizer's name leading the message."""
+    try:
+        check_hyperparam(name, value, interval)
+    except ValueError as error:
+        raise ValueError(f"{owner}: {error}") from None
+
+
 def _range_words(interval: Interval) -> str:
     return str(interval)
 
@@ -180,7 +188,7 @@ class HyperparamsState(NamedTuple):
         spec: static names, sizes, schedules and bounds.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
     values: jax.Array
     inner_state: OptState
     spec: HyperSpec
@@ -198,9 +206,9 @@ def _split(value: Any, dtype: Any) -> tuple[jax.Array, jax.Array]:
     """
     if _is_concrete(value):
         exact = np.asarray(value, np.float64)
-        hi = exact.astype(dtype)
-        lo = (exact - hi.astype(np.float64)).astype(dtype)
-        return jnp.asarray(hi), jnp.asarray(lo)
+        rounded = exact.astype(dtype)
+        error = (exact - rounded.astype(np.float64)).astype(dtype)
+        return jnp.asarray(rounded), jnp.asarray(error)
     hi = jnp.asarray(value).astype(dtype)
     return hi, jnp.zeros_like(hi)
 
@@ -298,10 +306,10 @@ def with_hyperparams(
                 raise ValueError(f"{owner}: hyperparameter {name} must be a scalar or a 1-D tuple")
             sizes.append(0 if shape == () else shape[0])
         if name in bounds:
-            check_hyperparam(name, initial, bounds[name])
+            _check_owned(owner, name, initial, bounds[name])
     for name, value in fixed.items():
         if name in bounds:
-            check_hyperparam(name, value, bounds[name])
+            _check_owned(owner, name, value, bounds[name])
     spec = HyperSpec(
         owner=owner,
         names=tuple(hyperparams),
@@ -377,15 +385,26 @@ def _replace_nodes(state: OptState, replace: Callable[[HyperparamsState], Hyperp
 
 
 def _qualified_names(found: list[tuple[str, str, HyperparamsState]]) -> list[dict[str, str]]:
-    """For each node, a map from its own hyperparameter names to the names users see."""
+    """For each node, a map from its own hyperparameter names to the names users see.
+
+    A clashing name is qualified by the node's path with the components that every
+    node's path starts with left out (but never all of a node's path), so the names
+    do not change when the whole optimizer is wrapped, e.g. in a chain after clipping:
+    the groups of ``chain(clip, partition(...))`` are ``"head/..."``, not ``"1/head/..."``.
+    """
     counts: dict[str, int] = {}
     for _, _, node in found:
         for name in _all_names(node.spec):
             counts[name] = counts.get(name, 0) + 1
     shorts = [short for short, _, _ in found]
+    split = [short.split("/") if short else [] for short in shorts]
+    limit = min((len(parts) for parts in split), default=1) - 1
+    shared = 0
+    while shared < limit and len({parts[shared] for parts in split}) == 1:
+        shared += 1
     out = []
-    for short, full, node in found:
-        qualifier = short if shorts.count(short) == 1 else full
+    for short, parts, (_, full, node) in zip(shorts, split, found, strict=True):
+        qualifier = "/".join(parts[shared:]) if shorts.count(short) == 1 else full
         out.append(
             {
                 name: (name if counts[name] == 1 or not qualifier else f"{qualifier}/{name}")
@@ -404,9 +423,12 @@ def hyperparams(state: OptState) -> dict[str, Any]:
 
     Scheduled values are those the next update will use. A name that occurs in more
     than one optimizer of a chain or a partition is qualified by where that optimizer
-    sits: its position in a chain (``"1/learning_rate"``) or its group label
-    (``"head/learning_rate"``). Fixed values are returned as Python numbers; the
-    others as jax arrays (scalars, or 1-D for tuples such as torch's ``betas``).
+    sits: its position in a chain (``"1/learning_rate"``) or its group label in
+    :func:`jopt.partition` (``"head/learning_rate"``). The part of that path which all
+    the optimizers in ``state`` share is left out, so wrapping the whole optimizer
+    (``chain(clip, partition(...))``) renames nothing. Fixed values are returned as
+    Python numbers; the others as jax arrays (scalars, or 1-D for tuples such as
+    torch's ``betas``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -434,9 +456,11 @@ def set_hyperparams(
     Names are those :func:`hyperparams` reports. An unqualified name that several
     optimizers share sets it in all of them (as setting ``lr`` in every torch param
     group does); a qualified one (``"head/learning_rate"``, passed in the ``values``
-    mapping) sets one. New values are validated against the optimizer's bounds and
-    cast to the stored dtype, so a jitted step taking the new state does not
-    recompile. Scheduled and fixed hyperparameters cannot be set.
+    mapping) sets one; a name qualified by the optimizer's whole path
+    (``"1/head/learning_rate"`` in ``chain(clip, partition(...))``) is accepted too.
+    New values are validated against the optimizer's bounds and cast to the stored
+    dtype, so a jitted step taking the new state does not recompile. Scheduled and
+    fixed hyperparameters cannot be set.
 
     Args:
         state: a state containing one or more jopt optimizers.
@@ -454,6 +478,20 @@ def set_hyperparams(
         Traceback (most recent call last):
         ...
         ValueError: sgd: learning_rate=-1.0 must be >= 0
+
+    Parameter groups: one group by its label, or all of them by the plain name.
+
+        >>> params = {"body": jnp.zeros(2), "head": jnp.zeros(2)}
+        >>> tx = jopt.chain(
+        ...     jopt.scale(1.0),
+        ...     jopt.partition({"body": jopt.sgd(0.1), "head": jopt.sgd(0.1)},
+        ...                    {"body": "body", "head": "head"}))
+        >>> state = jopt.set_hyperparams(tx.init(params), {"head/learning_rate": 0.5})
+        >>> {k: round(float(v), 4) for k, v in jopt.hyperparams(state).items()}
+        {'body/learning_rate': 0.1, 'head/learning_rate': 0.5}
+        >>> state = jopt.set_hyperparams(state, learning_rate=0.01)
+        >>> {k: round(float(v), 4) for k, v in jopt.hyperparams(state).items()}
+        {'body/learning_rate': 0.01, 'head/learning_rate': 0.01}
     """
     wanted = dict(values or {})
     wanted.update(kwargs)
@@ -486,10 +524,7 @@ def set_hyperparams(
                 )
             bound = dict(spec.bounds).get(own)
             if bound is not None:
-                try:
-                    check_hyperparam(public, value, bound)
-                except ValueError as error:
-                    raise ValueError(f"{spec.owner}: {error}") from None
+                _check_owned(spec.owner, public, value, bound)
             old = current[own].hi
             if np.shape(value) != np.shape(old):
                 raise ValueError(
@@ -499,8 +534,8 @@ def set_hyperparams(
             new_parts[own] = _split(value, old.dtype)
             changed = True
         if changed:
-            values = _pack(spec, new_parts, node.values.dtype)
-            replacements[index] = node._replace(values=values)
+            packed = _pack(spec, new_parts, node.values.dtype)
+            replacements[index] = node._replace(values=packed)
     unused = sorted(set(wanted) - used)
     if unused:
         raise KeyError(f"unknown hyperparameter(s) {unused}; this state has {available or 'none'}")

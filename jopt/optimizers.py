@@ -237,8 +237,17 @@ def adamw(
         return chain(fuse(moments), add_decayed_weights(weight_decay, mask), lr)
 
     values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
-    decay = {"fixed": {"weight_decay": 0.0}} if no_decay else {"weight_decay": weight_decay}
-    return with_hyperparams(build, owner="adamw", bounds=_ADAM_BOUNDS, **values, **decay)
+    values, fixed = _weight_decay_values(values, weight_decay, no_decay)
+    return with_hyperparams(build, owner="adamw", bounds=_ADAM_BOUNDS, fixed=fixed, **values)
+
+
+def _weight_decay_values(
+    values: dict[str, Any], weight_decay: Any, no_decay: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A weight decay of exactly 0 is compiled out, so it becomes a fixed value."""
+    if no_decay:
+        return values, {"weight_decay": 0.0}
+    return {**values, "weight_decay": weight_decay}, {}
 
 
 def rmsprop(
@@ -423,8 +432,8 @@ def adadelta(
             return fuse(chain(add_decayed_weights(weight_decay), *core))
         return chain(add_decayed_weights(weight_decay, weight_decay_mask), fuse(chain(*core)))
 
-    values = dict(learning_rate=learning_rate, rho=rho, eps=eps)
-    decay = {"fixed": {"weight_decay": 0.0}} if no_decay else {"weight_decay": weight_decay}
+    values: dict[str, Any] = dict(learning_rate=learning_rate, rho=rho, eps=eps)
+    values, fixed = _weight_decay_values(values, weight_decay, no_decay)
     return with_hyperparams(
         build,
         owner="adadelta",
@@ -434,6 +443,6 @@ def adadelta(
             "eps": NONNEGATIVE,
             "weight_decay": NONNEGATIVE,
         },
+        fixed=fixed,
         **values,
-        **decay,
     )

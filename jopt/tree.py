@@ -16,15 +16,23 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "SplitScalar",
     "TreeMismatchError",
     "bias_correction",
     "cast",
+    "cast_tree",
     "check_structure",
     "compute_dtype",
+    "decay_pair",
+    "full_like",
     "global_norm",
+    "is_traced",
     "key_path_str",
+    "map_many",
     "paths",
+    "promote",
     "safe_increment",
+    "scalar",
     "update_moment",
     "zeros_like",
 ]
@@ -117,7 +125,8 @@ def check_structure(
     ref_leaves, ref_def = jax.tree_util.tree_flatten(reference)
     other_leaves, other_def = jax.tree_util.tree_flatten(other)
     a, b = names
-    if ref_def != other_def:
+    ref_def_any: Any = ref_def
+    if ref_def_any != other_def:
         ref_paths = paths(reference)
         other_paths = paths(other)
         if ref_paths == other_paths:
@@ -131,8 +140,7 @@ def check_structure(
                 inside = [p for p in other_paths if p.startswith(path + _KEY_SEP)]
                 if inside:
                     raise TreeMismatchError(
-                        f"{b} has a subtree at '{path}' (e.g. '{inside[0]}') "
-                        f"where {a} has a leaf"
+                        f"{b} has a subtree at '{path}' (e.g. '{inside[0]}') where {a} has a leaf"
                     )
                 raise TreeMismatchError(f"{b} is missing '{path}', which {a} has")
         for path in other_paths:
@@ -140,8 +148,7 @@ def check_structure(
                 inside = [p for p in ref_paths if p.startswith(path + _KEY_SEP)]
                 if inside:
                     raise TreeMismatchError(
-                        f"{b} has a leaf at '{path}' where {a} has a subtree "
-                        f"(e.g. '{inside[0]}')"
+                        f"{b} has a leaf at '{path}' where {a} has a subtree (e.g. '{inside[0]}')"
                     )
                 raise TreeMismatchError(f"{b} has '{path}', which {a} does not have")
         raise TreeMismatchError(f"{b} and {a} differ in structure: {other_def} vs {ref_def}")
@@ -275,6 +282,17 @@ class SplitScalar:
     ``1 - b2``. Everywhere else the value behaves as its ``hi`` part, an ordinary jax
     array (``jnp.asarray(x)`` and arithmetic use ``hi``), so user-written ``build``
     functions of :func:`jopt.with_hyperparams` can treat it as a number.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> import jopt
+        >>> hi = np.float32(0.999)
+        >>> b2 = jopt.tree.SplitScalar(jnp.asarray(hi), jnp.asarray(np.float32(0.999 - float(hi))))
+        >>> float(jopt.tree.decay_pair(b2, jnp.float32)[1]) == float(np.float32(1 - 0.999))
+        True
+        >>> float(1 - jnp.asarray(hi)) == float(np.float32(1 - 0.999))  # the plain float32 way
+        False
     """
 
     __slots__ = ("hi", "lo")
@@ -348,14 +366,28 @@ class SplitScalar:
 
 
 def is_traced(value: Any) -> bool:
-    """Whether ``value`` (a number, an array or a :class:`SplitScalar`) is a jax tracer."""
+    """Whether ``value`` (a number, an array or a :class:`SplitScalar`) is a jax tracer.
+
+    Example:
+        >>> import jax
+        >>> import jopt
+        >>> jopt.tree.is_traced(1.0), jax.jit(lambda x: jopt.tree.is_traced(x) * x)(1.0)
+        (False, Array(1., dtype=float32, weak_type=True))
+    """
     if isinstance(value, SplitScalar):
         value = value.hi
     return isinstance(value, jax.core.Tracer)
 
 
 def scalar(value: Any, dtype: Any) -> jax.Array:
-    """Casts a (possibly traced) scalar hyperparameter to the dtype an update computes in."""
+    """Casts a (possibly traced) scalar hyperparameter to the dtype an update computes in.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> jopt.tree.scalar(0.1, jnp.bfloat16)
+        Array(0.100098, dtype=bfloat16)
+    """
     if isinstance(value, SplitScalar):
         hi = value.hi
         if jnp.finfo(dtype).bits > jnp.finfo(hi.dtype).bits:
@@ -370,6 +402,12 @@ def decay_pair(decay: Any, dtype: Any) -> tuple[jax.Array, jax.Array]:
     ``1 - 0.999`` computed in float32 from a float32 0.999 is 1.3e-5 off in relative
     terms; computed from the Python float or the float64 hyperparameter first and
     rounded once, it is exact to the last bit, as optax and torch have it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> jopt.tree.decay_pair(0.999, jnp.float32)
+        (Array(0.999, dtype=float32), Array(0.001, dtype=float32))
     """
     dtype = jnp.finfo(dtype).dtype if jnp.issubdtype(dtype, jnp.complexfloating) else dtype
     if isinstance(decay, (int, float)):
@@ -490,7 +528,7 @@ def map_many(fn: Callable[..., tuple[Any, ...]], n: int, *trees: Any) -> tuple[A
         >>> jopt.tree.map_many(lambda x: (x + x, x * x), 2, {"a": jnp.ones(1) * 3})
         ({'a': Array([6.], dtype=float32)}, {'a': Array([9.], dtype=float32)})
     """
-    treedef = jax.tree.structure(trees[0])
+    treedef: Any = jax.tree.structure(trees[0])
     columns = [treedef.flatten_up_to(t) for t in trees]
     results = [fn(*leaves) for leaves in zip(*columns, strict=True)]
     if any(len(r) != n for r in results):

@@ -37,7 +37,9 @@ def _quadratic() -> Problem:
     c = rng.normal(size=n)
 
     def make(dtype: Any) -> Any:
-        return {"a": [jnp.asarray(rng_init[:4], dtype), jnp.asarray(rng_init[4:].reshape(3, 2), dtype)]}
+        return {
+            "a": [jnp.asarray(rng_init[:4], dtype), jnp.asarray(rng_init[4:].reshape(3, 2), dtype)]
+        }
 
     rng_init = np.random.default_rng(1).normal(size=n)
 
@@ -54,7 +56,12 @@ def _rosenbrock() -> Problem:
     """sum 100 (y - x^2)^2 + (1 - x)^2 over three independent (x, y) pairs."""
 
     def make(dtype: Any) -> Any:
-        return {"xy": [jnp.asarray([-1.2, -0.5, 0.3], dtype), {"y": jnp.asarray([1.0, 0.8, -0.2], dtype)}]}
+        return {
+            "xy": [
+                jnp.asarray([-1.2, -0.5, 0.3], dtype),
+                {"y": jnp.asarray([1.0, 0.8, -0.2], dtype)},
+            ]
+        }
 
     def loss(params: Any) -> jax.Array:
         x, rest = params["xy"]

@@ -22,8 +22,9 @@ from tests.problems import PROBLEMS
 
 def only_weights(params):
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: jopt.tree.key_path_str(path).endswith("w")
-        or "xy/0" in jopt.tree.key_path_str(path),
+        lambda path, _: (
+            jopt.tree.key_path_str(path).endswith("w") or "xy/0" in jopt.tree.key_path_str(path)
+        ),
         params,
     )
 
@@ -121,7 +122,7 @@ def adam_plain_loop(problem, lr, steps, mu_dtype, b1=0.9, b2=0.999, eps=1e-8):
         nu = jax.tree.map(lambda v, g: f32(1 - b2) * g * g + f32(b2) * v, nu, g)
         c1, c2 = f32(1) - f32(b1) ** f32(t), f32(1) - f32(b2) ** f32(t)
         params = jax.tree.map(
-            lambda p, m, v: p + ((m / c1) / (np.sqrt(v / c2) + f32(eps))) * f32(-lr),
+            lambda p, m, v, c1=c1, c2=c2: p + ((m / c1) / (np.sqrt(v / c2) + f32(eps))) * f32(-lr),
             params,
             m32,
             nu,

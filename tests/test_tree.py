@@ -104,7 +104,9 @@ def test_decay_pair_recovers_the_exact_complement_from_a_split_scalar():
     exact = np.float64(0.99999)
     hi = np.float32(exact)
     lo = np.float32(exact - np.float64(hi))
-    _, complement = jtree.decay_pair(jtree.SplitScalar(jnp.asarray(hi), jnp.asarray(lo)), jnp.float32)
+    _, complement = jtree.decay_pair(
+        jtree.SplitScalar(jnp.asarray(hi), jnp.asarray(lo)), jnp.float32
+    )
     assert float(complement) == float(np.float32(1 - exact))
     _, rounded = jtree.decay_pair(jnp.asarray(hi), jnp.float32)
     assert abs(float(rounded) / (1 - exact) - 1) > 1e-4  # what the split saves us from

@@ -72,8 +72,10 @@ construction, naming the argument, its value and the allowed range (e.g. ``T_max
 - :class:`SequentialLR` and :class:`ChainedScheduler` take the schedulers (which share
   one ``lr``, as torch's share one optimizer) and no optimizer. torch's schedulers
   mutate the optimizer they share, so their combination depends on construction order;
-  jopt assumes the list order is the construction order. ``ReduceLROnPlateau`` is not
-  here: it needs the loss, so it belongs with the optimizer state.
+  jopt assumes the list order is the construction order.
+- :func:`ReduceLROnPlateau` is the exception to "a schedule is a function of the count":
+  it reads the loss, so it wraps the optimizer (like torch's takes one) and lowers the
+  learning rate that lives in the optimizer's state (see :mod:`jopt.plateau`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ from typing import Any, ClassVar, Literal
 import jax
 import jax.numpy as jnp
 
+from jopt import plateau as _plateau
+from jopt.base import GradientTransformation
 from jopt.schedules._common import check_real, check_steps, concrete, default_float
 
 __all__ = [
@@ -102,6 +106,7 @@ __all__ = [
     "MultiplicativeLR",
     "OneCycleLR",
     "PolynomialLR",
+    "ReduceLROnPlateau",
     "SequentialLR",
     "StepLR",
 ]
@@ -1242,3 +1247,88 @@ class SequentialLR(_LRScheduler):
         for i in range(len(self.milestones) - 1, -1, -1):
             value = jnp.where(n < self.milestones[i], self._segment(i, n), value)
         return value
+
+
+def ReduceLROnPlateau(
+    optimizer: GradientTransformation,
+    mode: Literal["min", "max"] = "min",
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1e-4,
+    threshold_mode: Literal["rel", "abs"] = "rel",
+    cooldown: int = 0,
+    min_lr: float = 0.0,
+    eps: float = 1e-8,
+    *,
+    every: int | None = 1,
+) -> GradientTransformation:
+    """Lowers the wrapped optimizer's learning rate when a monitored value stops improving.
+
+    torch 2.13's ``ReduceLROnPlateau``, as a transformation wrapping ``optimizer`` (a
+    jopt optimizer of either door): it reads the value from
+    ``update(grads, state, params, value=loss)`` and lowers the ``lr`` (or
+    ``learning_rate``) hyperparameter in the optimizer's state, so
+    ``jopt.hyperparams(state)`` reports what torch's ``get_last_lr()`` does. Each
+    scheduler step, on a value ``v`` (with ``t = threshold``)::
+
+        better = v < best * (1 - t)   (min, rel)     v < best - t   (min, abs)
+                 v > best * (1 + t)   (max, rel)     v > best + t   (max, abs)
+        best <- v and num_bad_epochs <- 0 if better, else num_bad_epochs += 1
+        in cooldown: cooldown_counter -= 1, num_bad_epochs <- 0
+        if num_bad_epochs > patience:
+            lr <- max(lr * factor, min_lr)   (skipped if it would lower lr by eps or less)
+            cooldown_counter <- cooldown, num_bad_epochs <- 0
+
+    The optimizer's update at a step uses the learning rate from before that step's
+    value (torch's ``optimizer.step(); scheduler.step(loss)``). ``init`` raises if the
+    optimizer has no learning rate in its state or if it follows a schedule. See
+    :mod:`jopt.plateau` for per-epoch stepping with a validation loss.
+
+    Args:
+        optimizer: the jopt optimizer whose learning rate to reduce.
+        mode: ``"min"`` (the value should decrease) or ``"max"``.
+        factor: ``lr <- lr * factor``; in [0, 1).
+        patience: scheduler steps without improvement tolerated; an integer >= 0.
+        threshold: how much better counts as an improvement; >= 0.
+        threshold_mode: ``"rel"`` or ``"abs"``.
+        cooldown: scheduler steps after a reduction during which bad ones are ignored.
+        min_lr: the learning rate is not reduced below this; a number >= 0 (torch's
+            per-group list is not supported).
+        eps: reductions of ``eps`` or less are skipped; >= 0.
+        every: updates per scheduler step, which takes the mean of their ``value``s;
+            ``None``: ``update`` reads no value, step with :func:`jopt.plateau_step`.
+
+    Returns:
+        A transformation whose state is a :class:`jopt.plateau.PlateauState`.
+
+    References:
+        torch ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> from jopt.torch.lr_scheduler import ReduceLROnPlateau
+        >>> tx = ReduceLROnPlateau(jopt.torch.SGD(lr=1.0), factor=0.5, patience=1)
+        >>> state = tx.init(jnp.zeros(1))
+        >>> for loss in [1.0, 0.8, 0.9, 0.85, 0.7, 0.75]:
+        ...     updates, state = tx.update(jnp.ones(1), state, value=loss)
+        ...     print(updates, jopt.hyperparams(state)["lr"])
+        [-1.] 1.0
+        [-1.] 1.0
+        [-1.] 1.0
+        [-1.] 0.5
+        [-0.5] 0.5
+        [-0.5] 0.5
+    """
+    return _plateau.wrap(
+        optimizer,
+        mode=mode,
+        factor=factor,
+        patience=patience,
+        threshold=threshold,
+        threshold_mode=threshold_mode,
+        cooldown=cooldown,
+        min_lr=min_lr,
+        eps=eps,
+        every=every,
+    )

@@ -69,7 +69,7 @@ def _check_moments(names: tuple[str, ...], state: NamedTuple, updates: Updates) 
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`: step count, first and second moments."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
     mu: Updates
     nu: Updates
 
@@ -172,7 +172,7 @@ def scale_by_adam(
 class ScaleByAmsgradState(NamedTuple):
     """State of :func:`scale_by_amsgrad`: count, moments and the running maximum."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
     mu: Updates
     nu: Updates
     nu_max: Updates
@@ -274,7 +274,7 @@ def scale_by_amsgrad(
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms`: step count and the EMA of squared gradients."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
     nu: Updates
 
 
@@ -353,7 +353,7 @@ def scale_by_rms(
 class ScaleByStddevState(NamedTuple):
     """State of :func:`scale_by_stddev`: count, EMAs of the gradient and its square."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
     mu: Updates
     nu: Updates
 

@@ -22,7 +22,7 @@ class TraceState(NamedTuple):
         trace: the momentum buffer, shaped like the params.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
     trace: Updates
 
 

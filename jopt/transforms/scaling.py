@@ -13,12 +13,12 @@ import jax.numpy as jnp
 
 from jopt import tree as jtree
 from jopt.base import (
-    EmptyState,
     GradientTransformation,
     Params,
     ScalarOrSchedule,
     Schedule,
     Updates,
+    stateless,
 )
 
 __all__ = [
@@ -54,23 +54,13 @@ def scale(step_size: float | jax.Array) -> GradientTransformation:
         Array([ 1., -2.], dtype=float32)
     """
 
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(
-        updates: Updates, state: EmptyState, params: Params | None = None, **extra: Any
-    ) -> tuple[Updates, EmptyState]:
-        del params, extra
-        return _scale_tree(updates, step_size), state
-
-    return GradientTransformation(init, update)
+    return stateless(lambda updates, params: _scale_tree(updates, step_size))
 
 
 class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule`: the number of updates taken."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # (shadows tuple.count, as in optax)
 
 
 def scale_by_schedule(step_size_fn: Schedule) -> GradientTransformation:
@@ -153,14 +143,4 @@ def maximize() -> GradientTransformation:
         Array([-1.,  2.], dtype=float32)
     """
 
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(
-        updates: Updates, state: EmptyState, params: Params | None = None, **extra: Any
-    ) -> tuple[Updates, EmptyState]:
-        del params, extra
-        return jax.tree.map(jnp.negative, updates), state
-
-    return GradientTransformation(init, update)
+    return stateless(lambda updates, params: jax.tree.map(jnp.negative, updates))

@@ -6,29 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jopt import tree as jtree
-from jopt.base import EmptyState, GradientTransformation, Params, Updates
+from jopt.base import GradientTransformation, Params, Updates, stateless
 from jopt.hyperparams import NONNEGATIVE, check_hyperparam
 
 __all__ = ["add_decayed_weights"]
 
-Mask = Any  # a pytree of Python bools with the structure of the params, or a function of them
-
-
-def resolve_mask(mask: Mask | Callable[[Params], Mask], params: Params) -> list[bool]:
-    """Turns a mask (tree of bools, or a function of the params) into one bool per leaf."""
-    tree = mask(params) if callable(mask) else mask
-    jtree.check_structure(params, tree, names=("params", "mask"), shapes=False)
-    flags = []
-    for path, flag in zip(jtree.paths(tree), jax.tree.leaves(tree), strict=True):
-        if not isinstance(flag, (bool, jnp.bool_)) and not (
-            hasattr(flag, "dtype") and flag.dtype == jnp.bool_ and jnp.ndim(flag) == 0
-        ):
-            raise TypeError(f"mask leaf at '{path}' must be a bool, got {flag!r}")
-        flags.append(bool(flag))
-    return flags
+Mask = Any  # a pytree of bools with the structure (or a prefix) of the params, or a function
 
 
 def add_decayed_weights(
@@ -49,8 +34,9 @@ def add_decayed_weights(
 
     Args:
         weight_decay: the coefficient, >= 0.
-        mask: a tree of bools with the structure of the params (or a function of the
-            params returning one); ``False`` leaves are not decayed.
+        mask: a tree of bools with the structure of the params, or a prefix of it (or a
+            function of the params returning one); ``False`` leaves are not decayed. With
+            a mask this is :func:`jopt.masked` around the decay, as in optax.
 
     References:
         Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
@@ -65,31 +51,23 @@ def add_decayed_weights(
     """
     check_hyperparam("weight_decay", weight_decay, NONNEGATIVE)
 
-    def init(params: Params) -> EmptyState:
-        del params
-        return EmptyState()
-
-    def update(
-        updates: Updates, state: EmptyState, params: Params | None = None, **extra: Any
-    ) -> tuple[Updates, EmptyState]:
-        del extra
+    def decay(updates: Updates, params: Params | None) -> Updates:
         if params is None:
             raise ValueError(
                 "add_decayed_weights needs params: call update(updates, state, params)"
             )
         jtree.check_structure(params, updates, names=("params", "updates"))
-        flags = None if mask is None else resolve_mask(mask, params)
-        treedef = jax.tree.structure(updates)
-        leaves_u = jax.tree.leaves(updates)
-        leaves_p = treedef.flatten_up_to(params)
-        out = []
-        for i, (u, p) in enumerate(zip(leaves_u, leaves_p, strict=True)):
-            if flags is not None and not flags[i]:
-                out.append(u)
-                continue
+
+        def leaf(u: jax.Array, p: jax.Array) -> jax.Array:
             ct = jtree.compute_dtype(jtree.promote(u.dtype, p.dtype))
             new = u.astype(ct) + jtree.scalar(weight_decay, ct) * p.astype(ct)
-            out.append(jtree.cast(new, u.dtype))
-        return jax.tree.unflatten(treedef, out), state
+            return jtree.cast(new, u.dtype)
 
-    return GradientTransformation(init, update)
+        return jax.tree.map(leaf, updates, params)
+
+    tx = stateless(decay)
+    if mask is None:
+        return tx
+    from jopt.combine import masked  # combine builds on base only; import here to stay acyclic
+
+    return masked(tx, mask)
