@@ -4,6 +4,7 @@ The flat public API: ``jopt.<name>`` for the optax door and building blocks,
 ``jopt.torch.<Name>`` for the torch door.
 """
 
+from jopt import flat as flat
 from jopt import schedules as schedules
 from jopt import torch as torch
 from jopt import tree as tree

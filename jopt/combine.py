@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import sys
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple, NoReturn
 
@@ -568,13 +567,6 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
-def _is_flax_variable(x: Any) -> bool:
-    """A flax ``nnx.Variable`` (checked without importing flax)."""
-    nnx = sys.modules.get("flax.nnx")
-    variable = getattr(nnx, "Variable", None)
-    return variable is not None and isinstance(x, variable)
-
-
 def labels_by_path(
     patterns: Mapping[str, str], default: str | None = None
 ) -> Callable[[Params], Labels]:
@@ -649,10 +641,10 @@ def labels_by_path(
     def labels_fn(params: Params) -> Labels:
         def one(path: Any, leaf: Any) -> Any:
             label = label_of(jtree.key_path_str(path))
-            if _is_flax_variable(leaf):
+            if jtree.is_flax_variable(leaf):
                 return jax.tree.map(lambda _: label, leaf)
             return label
 
-        return jax.tree_util.tree_map_with_path(one, params, is_leaf=_is_flax_variable)
+        return jax.tree_util.tree_map_with_path(one, params, is_leaf=jtree.is_flax_variable)
 
     return labels_fn

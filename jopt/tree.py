@@ -8,6 +8,7 @@ so half-precision trees never overflow on the way.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "decay_pair",
     "full_like",
     "global_norm",
+    "is_flax_variable",
     "is_traced",
     "key_path_str",
     "map_many",
@@ -33,6 +35,7 @@ __all__ = [
     "promote",
     "safe_increment",
     "scalar",
+    "strip_flax_variables",
     "update_moment",
     "zeros_like",
 ]
@@ -68,12 +71,19 @@ def key_path_str(path: Sequence[Any]) -> str:
 def paths(tree: Any, is_leaf: Callable[[Any], bool] | None = None) -> list[str]:
     """Returns the ``/``-joined key path of every leaf of ``tree``, in leaf order.
 
+    A flax ``nnx.Variable`` counts as a leaf, so a model's kernel reads ``"kernel"``,
+    not ``"kernel/value"``.
+
     Example:
         >>> import jopt
         >>> jopt.tree.paths({"b": 1.0, "a": (2.0, 3.0)})
         ['a/0', 'a/1', 'b']
     """
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)
+
+    def leaf(x: Any) -> bool:
+        return is_flax_variable(x) or (is_leaf is not None and is_leaf(x))
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=leaf)
     return [key_path_str(p) for p, _ in flat]
 
 
@@ -534,3 +544,39 @@ def map_many(fn: Callable[..., tuple[Any, ...]], n: int, *trees: Any) -> tuple[A
     if any(len(r) != n for r in results):
         raise ValueError(f"map_many: fn must return {n} values per leaf")
     return tuple(treedef.unflatten([r[i] for r in results]) for i in range(n))
+
+
+def is_flax_variable(x: Any) -> bool:
+    """Whether ``x`` is a flax ``nnx.Variable`` (checked without importing flax).
+
+    flax's ``nnx.Optimizer`` hands the optimizer the model's variables at ``init`` and
+    plain arrays at ``update``; jopt looks through the wrapper so both match.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jopt import tree
+        >>> tree.is_flax_variable(jnp.zeros(2))
+        False
+    """
+    variable = getattr(sys.modules.get("flax.nnx"), "Variable", None)
+    return variable is not None and isinstance(x, variable)
+
+
+def strip_flax_variables(tree: Any) -> Any:
+    """``tree`` with every flax ``nnx.Variable`` replaced by the array it holds.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jopt import tree
+        >>> tree.strip_flax_variables({"w": jnp.ones(2)})
+        {'w': Array([1., 1.], dtype=float32)}
+    """
+    if "flax.nnx" not in sys.modules:
+        return tree
+
+    def value(x: Any) -> Any:
+        if not is_flax_variable(x):
+            return x
+        return x.get_value() if hasattr(x, "get_value") else x.value
+
+    return jax.tree.map(value, tree, is_leaf=is_flax_variable)

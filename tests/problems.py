@@ -97,3 +97,25 @@ def _mlp() -> Problem:
 
 
 PROBLEMS = [_quadratic(), _rosenbrock(), _mlp()]
+
+
+def _all_of(problems: list[Problem]) -> Problem:
+    """The problems side by side in one tree, their losses summed.
+
+    For an elementwise optimizer each sub-tree then follows exactly its own problem's
+    trajectory (the gradient of a sum of independent losses is the gradients side by
+    side), so one compiled run covers all of them. A problem's ``lr_scale`` scales its
+    loss, which is a smaller learning rate for SGD-like optimizers.
+    """
+
+    def make(dtype: Any) -> Any:
+        return {p.name: p.params(dtype) for p in problems}
+
+    def loss(params: Any) -> jax.Array:
+        return sum(p.lr_scale * p.loss(params[p.name]) for p in problems)
+
+    return Problem("+".join(p.name for p in problems), make, loss, lr_scale=1.0)
+
+
+ALL_THREE = _all_of(PROBLEMS)
+"""Quadratic, Rosenbrock and MLP in one nested tree: the parity tests' problem."""

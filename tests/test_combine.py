@@ -508,10 +508,10 @@ def test_flax_nnx_model_without_decay_on_biases():
     labels = NNX_LABELS(params)
     assert jax.tree.structure(labels) == jax.tree.structure(params)
     assert dict(zip(jopt.tree.paths(params), jax.tree.leaves(labels), strict=True)) == {
-        "hidden/bias/value": "no_decay",
-        "hidden/kernel/value": "decay",
-        "out/bias/value": "no_decay",
-        "out/kernel/value": "decay",
+        "hidden/bias": "no_decay",
+        "hidden/kernel": "decay",
+        "out/bias": "no_decay",
+        "out/kernel": "decay",
     }
     # the same labels for the pure-array state that nnx.Optimizer passes to update
     assert jax.tree.leaves(NNX_LABELS(nnx.as_pure(params))) == jax.tree.leaves(labels)

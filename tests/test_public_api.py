@@ -22,6 +22,7 @@ NAMESPACES = {
     "jopt.torch.lr_scheduler": jopt.torch.lr_scheduler,
     "jopt.schedules": jopt.schedules,
     "jopt.tree": jopt.tree,
+    "jopt.flat": jopt.flat,
 }
 # Type aliases and plain data (no docstring of their own to carry an example).
 NOT_DOCUMENTABLE = {"Params", "Updates", "OptState", "Schedule", "ScalarOrSchedule"}

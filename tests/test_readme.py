@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import inspect
 import io
 import re
 from pathlib import Path
@@ -38,5 +40,7 @@ def test_every_cited_name_exists(name):
     for part in name.split(".")[1:]:
         if part in {"py", "md"}:
             return  # a file name such as jopt/base.py
+        if not hasattr(obj, part) and inspect.ismodule(obj):  # a subpackage not imported
+            importlib.import_module(f"{obj.__name__}.{part}")
         assert hasattr(obj, part), f"README cites {name}, but {part} does not exist"
         obj = getattr(obj, part)
