@@ -165,6 +165,9 @@ STATE_BYTES_PER_PARAM = {
 FRAMEWORKS = ("jopt", "jopt-flat", "optax", "torch-foreach", "torch-fused")
 QUICK_FRAMEWORKS = ("jopt", "jopt-flat", "optax", "torch-fused")
 JAX_FRAMEWORKS = ("jopt", "jopt-flat", "optax", "floor")
+FLOORS = ("floor", "torch-floor")
+"""The in-place kernel ``a <- a + s * b`` compiled by XLA and run by torch; the faster
+of the two, in each case, sets the bandwidth of the floor."""
 ONLY_JOPT = {"adam_bf16"}
 TORCH_FUSED = {"sgd", "momentum", "adam", "adamw", "adagrad", "chain"}
 """Optimizers that torch 2.13 implements with ``fused=True`` (RMSprop has no fused kernel)."""

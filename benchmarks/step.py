@@ -16,7 +16,8 @@ sample is one step ending in ``block_until_ready`` (or a device sync for torch),
 after a compile and two warm-up steps; the reported value is the median of all
 samples. jax steps are jitted with params and optimizer state donated. The floor is
 a STREAM-like in-place kernel ``a <- a + s * b`` over as many float32 elements as
-the case has parameters, timed in the same rotation; the bandwidth it reaches turns
+the case has parameters, compiled by XLA and run by torch (its multithreaded in-place
+``add_``), both timed in the same rotation; the faster one's bandwidth turns
 the bytes an ideal fused step must move (``benchmarks.cases.BYTES_PER_PARAM``) into
 a time. Compile time is the first call (trace, lower, compile, run) minus the median
 step. Step memory is XLA's own accounting of the compiled step: the bytes a step
@@ -293,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         frameworks = [fw for fw in frameworks if not fw.startswith("torch")]
 
     runner = Runner(args)
-    needed = list(dict.fromkeys(frameworks + (["floor"] if "step" in parts else [])))
+    floors = [f for f in cases.FLOORS if args.device != "tpu" or not f.startswith("torch")]
+    needed = list(dict.fromkeys(frameworks + (floors if "step" in parts else [])))
     print(f"starting workers: {', '.join(needed)}", flush=True)
     infos = runner.start(needed)
     for fw, worker in runner.workers.items():
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f"  skip {opt} on {layout.name}: needs ~{est / 2**30:.1f} GiB", flush=True
                     )
                     continue
-                fws = [fw for fw in frameworks if cases.supported(fw, opt)] + ["floor"]
+                fws = [fw for fw in frameworks if cases.supported(fw, opt)] + floors
                 base = {
                     "kind": "step",
                     "optimizer": opt,

@@ -250,6 +250,7 @@ class TorchWorker:
         if os.environ.get("BENCH_TORCH_THREADS"):
             torch.set_num_threads(int(os.environ["BENCH_TORCH_THREADS"]))
         self.torch = torch
+        self.framework = framework
         self.fused = framework == "torch-fused"
         if device == "gpu":
             self.device = torch.device("cuda")
@@ -312,7 +313,16 @@ class TorchWorker:
 
     def setup(self, spec: dict[str, Any]) -> dict[str, Any]:
         torch = self.torch
-        if spec["kind"] == "step":
+        if spec["kind"] == "step" and self.framework == "torch-floor":
+            n = _layout(spec["layout"]).size
+            a = torch.full((n,), 0.5, device=self.device)
+            b = torch.full((n,), 1e-3, device=self.device)
+            params, opt = [a], None
+
+            def run() -> None:  # the floor kernel, in torch's multithreaded in-place loop
+                a.add_(b, alpha=0.999)
+
+        elif spec["kind"] == "step":
             layout = _layout(spec["layout"])
             params = []
             for i, (_, shape) in enumerate(layout.leaves):
@@ -361,7 +371,7 @@ class TorchWorker:
         self._sync()
         state_bytes = sum(
             v.numel() * v.element_size()
-            for s in opt.state.values()
+            for s in (opt.state.values() if opt is not None else ())
             for v in s.values()
             if torch.is_tensor(v) and v.dim() > 0
         )

@@ -40,8 +40,9 @@ def test_json_is_complete(quick_run: str) -> None:
     assert out["machine"]["cores"] >= 1 and out["machine"]["workers"]
     results = out["results"]
     frameworks = {r["framework"] for r in results}
-    assert {"jopt", "jopt-flat", "optax", "floor"} <= frameworks
-    steps = [r for r in results if r["kind"] == "step" and r["framework"] != "floor"]
+    assert {"jopt", "jopt-flat", "optax", "floor", "torch-floor"} <= frameworks
+    floors = ("floor", "torch-floor")
+    steps = [r for r in results if r["kind"] == "step" and r["framework"] not in floors]
     assert {r["optimizer"] for r in steps} == {"adam", "chain"}
     for r in results:
         assert not r.get("error"), (r["framework"], r.get("error"))

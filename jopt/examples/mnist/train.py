@@ -210,7 +210,7 @@ def _like(tree: Any, sharding: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def _describe(config: Config, n_train: int, steps: int) -> str:
+def _describe(config: Config, n_train: int, steps: int, custom: bool = False) -> str:
     sizes = "-".join(str(s) for s in (mlp.IMAGE_PIXELS, *config.hidden, mlp.NUM_CLASSES))
     lr = f"lr {default_lr(config.optimizer) if config.lr is None else config.lr:g}"
     extras = [f"schedule {config.schedule}"]
@@ -218,9 +218,12 @@ def _describe(config: Config, n_train: int, steps: int) -> str:
         extras.append(f"clip norm {config.clip_norm:g}")
     if config.accumulate > 1:
         extras.append(f"accumulate {config.accumulate}")
+    optimizer = f"{config.optimizer} ({lr}, {', '.join(extras)})"
+    if custom:
+        optimizer = "custom transformation"
     devices = f"{config.devices} device{'s' if config.devices > 1 else ''}"
     return (
-        f"{config.optimizer} ({lr}, {', '.join(extras)}) | MLP {sizes}, {config.precision} | "
+        f"{optimizer} | MLP {sizes}, {config.precision} | "
         f"{n_train:,} images, batch {config.batch_size}, {steps} steps per epoch | "
         f"seed {config.seed}, {devices}"
     )
@@ -230,7 +233,11 @@ def _describe(config: Config, n_train: int, steps: int) -> str:
 
 
 def train(
-    config: Config, *, data: MNIST | None = None, reporter: Reporter | None = None
+    config: Config,
+    *,
+    data: MNIST | None = None,
+    reporter: Reporter | None = None,
+    tx: jopt.GradientTransformation | None = None,
 ) -> History:
     """Trains the MLP on MNIST as ``config`` says; returns the `History`.
 
@@ -246,6 +253,12 @@ def train(
         config: the run.
         data: the dataset (default: loaded as ``config.data_dir`` says).
         reporter: shows the progress (default: `Console`, quiet as ``config.quiet``).
+        tx: train with this gradient transformation (yours, or any jopt or optax
+            chain) instead of the one ``config`` describes; ``config``'s optimizer,
+            learning-rate, schedule, clipping and accumulation fields are then unused.
+            With ``config.loss_scale``, ``tx`` must contain `jopt.dynamic_loss_scale`.
+            A checkpoint records the config, not ``tx``: resuming checks only that
+            the saved optimizer state has ``tx``'s structure.
 
     Returns:
         The `History`: per-epoch records, the loss curve, the final parameters.
@@ -257,7 +270,8 @@ def train(
         FileNotFoundError: no data; the message lists the ways to supply it.
     """
     clock = time.perf_counter()
-    optimizer_arguments(config)  # the optimizer fields fit the optimizer
+    if tx is None:
+        optimizer_arguments(config)  # the optimizer fields fit the optimizer
     mesh = _mesh(config.devices)
     reporter = reporter if reporter is not None else Console(quiet=config.quiet)
     mnist = data if data is not None else load_mnist(config.data_dir)
@@ -268,12 +282,16 @@ def train(
     apply, make_params = mlp.initializer(
         config.hidden, dtype=jnp.bfloat16 if config.precision == "bf16" else None
     )
-    try:
-        tx = build_optimizer(config, steps)
-    except ConfigError:
-        raise
-    except ValueError as e:  # a hyperparameter out of range: jopt names it
-        raise ConfigError("optimizer", config.optimizer, str(e)) from e
+    custom = tx is not None
+    if tx is None:
+        try:
+            tx = build_optimizer(config, steps)
+        except ConfigError:
+            raise
+        except ValueError as e:  # a hyperparameter out of range: jopt names it
+            raise ConfigError("optimizer", config.optimizer, str(e)) from e
+    elif not isinstance(tx, tuple) or not (callable(tx.init) and callable(tx.update)):
+        raise TypeError(f"train: tx must be a GradientTransformation, got {type(tx).__name__}")
 
     def setup() -> tuple[Any, Any, jax.Array]:
         root = jax.random.key(config.seed)
@@ -330,7 +348,7 @@ def train(
         raise
     compiler.close()
     setup_time = time.perf_counter() - clock
-    reporter.start(_describe(config, n_train, steps))
+    reporter.start(_describe(config, n_train, steps, custom))
 
     history, curve, sums = run.history, run.curve, run.sums
 

@@ -136,6 +136,18 @@ def test_a_run_is_reproducible_from_its_seed(adam_run, data):
     assert [r.train_loss for r in again.epochs] == [r.train_loss for r in history.epochs]
 
 
+def test_a_transformation_passed_as_tx_replaces_the_configs(adam_run, data):
+    history, _ = adam_run
+    config = history.config.replace(metrics=None, optimizer="sgd", lr=0.5)  # not used
+    custom = train(config, data=data, reporter=Silent(), tx=jopt.adam(1e-3))
+    assert_trees_equal(custom.params, history.params)
+
+
+def test_tx_must_be_a_gradient_transformation(data):
+    with pytest.raises(TypeError, match="tx must be a GradientTransformation, got function"):
+        train(Config(epochs=1, hidden=HIDDEN), data=data, reporter=Silent(), tx=jopt.adam)
+
+
 def test_zero_epochs_only_evaluates(data):
     history = train(Config(epochs=0, hidden=HIDDEN), data=data, reporter=Silent())
     assert history.epochs == [] and history.curve == []
@@ -171,7 +183,6 @@ def test_dynamic_loss_scaling_changes_nothing_when_nothing_overflows(bf16_run, d
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not hasattr(jopt, "multi_steps"), reason="jopt.multi_steps not landed yet")
 def test_accumulating_two_half_batches_equals_one_full_batch(data):
     # 512 examples: no short batch, so the mean of two means of 16 is the mean of 32.
     even = synthetic_mnist(n_train=512, n_test=64, seed=2)
@@ -183,9 +194,6 @@ def test_accumulating_two_half_batches_equals_one_full_batch(data):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(
-    not hasattr(jopt, "clip_by_global_norm"), reason="jopt.clip_by_global_norm not landed yet"
-)
 def test_clip_norm_clips(data):
     base = Config(optimizer="sgd", lr=0.1, epochs=1, batch_size=50, hidden=HIDDEN)
     plain = train(base, data=data, reporter=Silent())
