@@ -154,17 +154,12 @@ class Clock:
 
 def _load(quick: bool) -> tuple[Any, float]:
     """MNIST (the first `QUICK_TRAIN` training images with ``quick``) and the load time."""
-    from jopt.examples.mnist.data import MNIST, load_mnist
+    from jopt.examples.mnist.data import load_mnist
 
     t0 = time.perf_counter()
     mnist = load_mnist()
     if quick:
-        mnist = MNIST(
-            mnist.train_images[:QUICK_TRAIN],
-            mnist.train_labels[:QUICK_TRAIN],
-            mnist.test_images,
-            mnist.test_labels,
-        )
+        mnist = mnist.subset(n_train=QUICK_TRAIN)
     return mnist, time.perf_counter() - t0
 
 

@@ -85,13 +85,15 @@ def compare(
 def table(histories: dict[str, History]) -> str:
     """The comparison as a text table: lr, final and best test accuracy, seconds per epoch.
 
+    ``histories`` is keyed by a label per run (the optimizer's name, or any other).
+
     Seconds per epoch is the median epoch time (training and evaluation, compilation
     excluded); "total" is the run's wall time, setup and compilation included.
     """
     header = ("optimizer", "lr", "test acc", "best acc", "train loss", "s/epoch", "total s")
     rows = [header]
     for name, h in histories.items():
-        lr = h.config.lr if h.config.lr is not None else default_lr(name)
+        lr = h.config.lr if h.config.lr is not None else default_lr(h.config.optimizer)
         if not h.epochs:
             rows.append((name, f"{lr:g}", "-", "-", "-", "-", f"{h.wall_time:.1f}"))
             continue
@@ -118,12 +120,13 @@ def table(histories: dict[str, History]) -> str:
     return "\n".join(lines)
 
 
-def plot(histories: dict[str, History], path: str) -> Any:
+def plot(histories: dict[str, History], path: str, *, dpi: int = 120) -> Any:
     """Draws train loss (per chunk of steps) and test accuracy (per epoch) for each run.
 
     Args:
-        histories: the runs, by optimizer name.
+        histories: the runs, by name (the optimizer's, or any label).
         path: the image file to write (its extension picks the format).
+        dpi: the image's resolution (a notebook may want less).
 
     Returns:
         The matplotlib figure.
@@ -150,7 +153,7 @@ def plot(histories: dict[str, History], path: str) -> Any:
     for ax in (loss_ax, acc_ax):
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     return fig
 
 

@@ -128,6 +128,26 @@ class MNIST:
                     f"got {images.shape} and {labels.shape}"
                 )
 
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> "MNIST":
+        """The first ``n_train`` training and ``n_test`` test examples (``None``: all).
+
+        Example:
+          >>> import numpy as np
+          >>> from jopt.examples.mnist.data import MNIST
+          >>> images, labels = np.zeros((3, 28, 28), np.uint8), np.array([5, 0, 4], np.uint8)
+          >>> MNIST(images, labels, images, labels).subset(2).train_labels
+          array([5, 0], dtype=uint8)
+        """
+        for name, n in (("n_train", n_train), ("n_test", n_test)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise ValueError(f"MNIST.subset: {name}={n!r} must be an integer >= 1 (or None)")
+        return MNIST(
+            self.train_images[:n_train],
+            self.train_labels[:n_train],
+            self.test_images[:n_test],
+            self.test_labels[:n_test],
+        )
+
     def __repr__(self) -> str:
         arrays = ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
         return f"MNIST({', '.join(f'{k}={a.dtype}{list(a.shape)}' for k, a in arrays)})"

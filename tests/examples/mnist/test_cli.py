@@ -137,6 +137,20 @@ def test_compare_prints_a_table_and_draws_the_curves(data_dir, tmp_path, capsys)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_table_and_plot_take_any_labels(data_dir, tmp_path):
+    from jopt.examples.mnist import train
+    from jopt.examples.mnist.compare import plot, table
+    from jopt.examples.mnist.data import load_mnist
+    from jopt.examples.mnist.report import Silent
+
+    config = Config(optimizer="sgd", momentum=0.9, epochs=1, hidden=(16,), batch_size=50)
+    history = train(config, data=load_mnist(str(data_dir)), reporter=Silent())
+    rows = table({"SGD, momentum 0.9": history}).splitlines()
+    assert rows[2].startswith("SGD, momentum 0.9  0.1  ")  # sgd's default lr
+    plot({"SGD, momentum 0.9": history}, str(tmp_path / "c.png"), dpi=40)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_python_dash_m_runs_the_command_line():
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])

@@ -298,6 +298,22 @@ def test_mnist_checks_dtypes_and_shapes():
         data.MNIST(images, labels, images, labels[:2])
 
 
+def test_subset_takes_the_first_examples_of_each_split():
+    images = np.arange(5 * 28 * 28, dtype=np.uint8).reshape(5, 28, 28)
+    labels = np.arange(5, dtype=np.uint8)
+    full = data.MNIST(images, labels, images[:4], labels[:4])
+    part = full.subset(3, 2)
+    assert part.train_labels.tolist() == [0, 1, 2] and part.test_labels.tolist() == [0, 1]
+    np.testing.assert_array_equal(part.train_images, images[:3])
+    assert full.subset().train_labels.shape == (5,) and full.subset(n_test=1).test_labels.shape == (
+        1,
+    )
+    with pytest.raises(ValueError, match=r"n_train=0 must be an integer >= 1 \(or None\)"):
+        full.subset(0)
+    with pytest.raises(ValueError, match=r"n_test=2\.5 must be an integer"):
+        full.subset(n_test=2.5)
+
+
 # --- the cache --------------------------------------------------------------------------
 
 
