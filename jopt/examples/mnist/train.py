@@ -19,11 +19,13 @@ permutation drawn from a PRNG key derived from the seed and the epoch (so a run 
 reproducible, and resumable mid-epoch), and chunks of steps run inside one compiled
 loop (``jax.lax.fori_loop``) with donated buffers, so the host touches the device only
 to read the running loss for the progress bar, while the next chunk already runs.
+Training on the real data takes seconds, so the example is not a doctest (the test
+suite trains on the real data in ``tests/examples/mnist/test_train.py``)::
 
-    >>> from jopt.examples.mnist import Config, train  # doctest: +SKIP
-    >>> history = train(Config(epochs=5))  # doctest: +SKIP
-    >>> history.test_accuracy  # doctest: +SKIP
-    0.978...
+    from jopt.examples.mnist import Config, train
+
+    history = train(Config(epochs=5))
+    history.test_accuracy  # 0.9755 with seed 0
 """
 
 from __future__ import annotations
