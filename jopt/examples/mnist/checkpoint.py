@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jopt.flat
 from jopt.examples.mnist import model as mlp
 from jopt.examples.mnist.config import Config, build_optimizer
 from jopt.examples.mnist.report import EpochRecord, History, Reporter
@@ -308,14 +309,17 @@ def restore(checkpoint_dir: str | os.PathLike[str]) -> History:
         steps = -(-int(meta["n_train"]) // config.batch_size)
         dtype = jnp.bfloat16 if config.precision == "bf16" else None
         apply, params = mlp.init(config.hidden, 0, dtype=dtype)  # a template: overwritten
+        if config.flat:
+            params = jopt.flat.flatten(params)
         tx = build_optimizer(config, steps)
         key_data = jax.random.key_data(jax.random.key(0))
         state, meta = checkpoints.restore(latest, template(params, tx.init(params), key_data))
+    params = state["params"]
     return History(
         config=config,
         epochs=[EpochRecord(**r) for r in meta["history"]],
         curve=[(int(s), float(v)) for s, v in meta["curve"]],
-        params=state["params"],
+        params=jopt.flat.unflatten(params) if config.flat else params,
         opt_state=state["opt_state"],
         apply=apply,
         wall_time=float(meta["elapsed"]),

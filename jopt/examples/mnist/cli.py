@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dynamic loss scaling (jopt.dynamic_loss_scale); bf16 does not need it",
     )
     run.add_argument(
+        "--flat",
+        action="store_true",
+        help="keep the parameters packed in one buffer per dtype between steps (jopt.flat)",
+    )
+    run.add_argument(
         "--devices",
         type=int,
         default=defaults.devices,
@@ -256,6 +261,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         resume=args.resume,
         metrics=args.metrics,
         devices=args.devices,
+        flat=args.flat,
         quiet=args.quiet,
     )
 

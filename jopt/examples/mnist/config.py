@@ -139,6 +139,8 @@ class Config:
         resume: continue from the newest checkpoint in ``checkpoint_dir``.
         metrics: append one JSON line per epoch to this file.
         devices: data parallel over this many local devices.
+        flat: keep the parameters packed between steps (`jopt.flat`): the model reads
+            them as views, the optimizer updates a few buffers instead of every leaf.
         quiet: print only the final line.
 
     Example:
@@ -180,6 +182,7 @@ torch.Adam, torch.AdamW, torch.RMSprop, torch.SGD
     resume: bool = False
     metrics: str | None = None
     devices: int = 1
+    flat: bool = False
     quiet: bool = False
 
     def __post_init__(self) -> None:

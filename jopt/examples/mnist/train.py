@@ -281,9 +281,19 @@ def train(
     batch, steps = config.batch_size, -(-n_train // config.batch_size)
     replicated = NamedSharding(mesh, P())
     rows = NamedSharding(mesh, P(None, "data"))
-    apply, make_params = mlp.initializer(
+    model_apply, make_params = mlp.initializer(
         config.hidden, dtype=jnp.bfloat16 if config.precision == "bf16" else None
     )
+    apply: Any = model_apply
+    if config.flat:  # parameters packed between steps; the model reads views of them
+        make_tree = make_params
+
+        def make_params(key: jax.Array) -> Any:
+            return jopt.flat.flatten(make_tree(key))
+
+        def apply(params: Any, images: jax.Array) -> jax.Array:
+            return model_apply(params.tree(), images)
+
     custom = tx is not None
     if tx is None:
         try:
@@ -435,9 +445,9 @@ def train(
         config=config,
         epochs=history,
         curve=curve,
-        params=params,
+        params=jopt.flat.unflatten(params) if config.flat else params,
         opt_state=opt_state,
-        apply=apply,
+        apply=model_apply,
         wall_time=elapsed(),
         setup_time=setup_time,
         compile_time=compiler.seconds,

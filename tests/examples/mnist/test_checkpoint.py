@@ -139,6 +139,25 @@ def test_resume_mid_epoch_continues_bit_for_bit(finished, data, tmp_path):
     assert without_times(got) == without_times(expected)
 
 
+def test_flat_parameters_checkpoint_and_resume(finished, data, tmp_path):
+    """``flat=True``: the trajectory of the tree run, and its checkpoints resume alike."""
+    folder = tmp_path / "ckpt"
+    config = finished.config.replace(
+        checkpoint_dir=str(folder), checkpoint_every=3, keep_checkpoints=20, metrics=None, flat=True
+    )
+    flat = train(config, data=data, reporter=Silent())
+    for x, y in zip(jax.tree.leaves(flat.params), jax.tree.leaves(finished.params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+    for step in (18, 20):
+        shutil.rmtree(folder / str(step))
+    resumed = train(config.replace(resume=True), data=data, reporter=Silent())
+    assert_trees_equal(resumed.params, flat.params)
+    assert_trees_equal(resumed.opt_state, flat.opt_state)
+    assert_trees_equal(restore(folder).params, flat.params)  # unpacked, as the History's
+    with pytest.raises(ResumeError, match=r"flat: True in the checkpoint, False now"):
+        train(config.replace(resume=True, flat=False), data=data, reporter=Silent())
+
+
 def test_resuming_another_run_names_what_differs(finished, data):
     other = finished.config.replace(hidden=(16,), optimizer="sgd", lr=0.1, resume=True)
     with pytest.raises(ResumeError) as caught:

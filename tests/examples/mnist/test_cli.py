@@ -25,7 +25,7 @@ def test_flags_become_the_config():
             "--warmup", "0.1", "--clip-norm", "1", "--epochs", "3", "--batch-size", "128",
             "--hidden", "256,64", "--seed", "3", "--accumulate", "2", "--precision", "bf16",
             "--loss-scale", "--data-dir", "d", "--checkpoint-dir", "c", "--checkpoint-every",
-            "100", "--resume", "--metrics", "m.jsonl", "--quiet",
+            "100", "--resume", "--metrics", "m.jsonl", "--flat", "--quiet",
         ]
     )  # fmt: skip
     assert config_from_args(args) == Config(
@@ -50,6 +50,7 @@ def test_flags_become_the_config():
         checkpoint_every=100,
         resume=True,
         metrics="m.jsonl",
+        flat=True,
         quiet=True,
     )
 
