@@ -48,6 +48,22 @@ def _available_memory() -> int:
     return 0
 
 
+def _stepper(framework: str, tx: Any, apply: Any) -> Any:
+    """``(grads, state, params) -> (params, state)``: optax's update + apply_updates, or
+    jopt's one-call step (which runs jopt's fused CPU kernels where they apply)."""
+    if framework.startswith("jopt"):
+        import jopt
+
+        jopt.kernels.available()  # a one-time build per machine, not part of compile time
+        return lambda grads, state, params: jopt.step(tx, grads, state, params)
+
+    def step(grads: Any, state: Any, params: Any) -> Any:
+        updates, state = tx.update(grads, state, params)
+        return apply(params, updates), state
+
+    return step
+
+
 class JaxWorker:
     def __init__(self, framework: str, device: str):
         platform = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}[device]
@@ -124,10 +140,10 @@ class JaxWorker:
             if self.framework == "jopt-flat":
                 params, grads = jopt.flat.flatten(params), jopt.flat.flatten(grads)
         state = tx.init(params)
+        apply_step = _stepper(self.framework, tx, apply)
 
         def step(params: Any, state: Any, grads: Any) -> Any:
-            updates, state = tx.update(grads, state, params)
-            return apply(params, updates), state
+            return apply_step(grads, state, params)
 
         fn = jax.jit(step, donate_argnums=(0, 1))
         state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if x.ndim > 0)
@@ -153,11 +169,10 @@ class JaxWorker:
             if self.framework == "jopt-flat":
                 params, loss = jopt.flat.flatten(params), jopt.flat.on_tree(loss)
         state = tx.init(params)
+        apply_step = _stepper(self.framework, tx, apply)
 
         def step(params: Any, state: Any, x: Any, y: Any) -> Any:
-            grads = jax.grad(loss)(params, x, y)
-            updates, state = tx.update(grads, state, params)
-            return apply(params, updates), state
+            return apply_step(jax.grad(loss)(params, x, y), state, params)
 
         fn = jax.jit(step, donate_argnums=(0, 1))
         state_bytes = sum(x.nbytes for x in jax.tree.leaves(state) if x.ndim > 0)

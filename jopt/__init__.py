@@ -5,7 +5,9 @@ The flat public API: ``jopt.<name>`` for the optax door and building blocks,
 """
 
 from jopt import flat as flat
+from jopt import kernels as kernels
 from jopt import schedules as schedules
+from jopt import stepping as stepping
 from jopt import torch as torch
 from jopt import tree as tree
 from jopt.accumulation import MultiStepsState as MultiStepsState
@@ -83,6 +85,7 @@ from jopt.state import IncompatibleKeys as IncompatibleKeys
 from jopt.state import StateDictError as StateDictError
 from jopt.state import load_state_dict as load_state_dict
 from jopt.state import state_dict as state_dict
+from jopt.stepping import step as step
 from jopt.transforms.adaptive import ScaleByAdaDeltaState as ScaleByAdaDeltaState
 from jopt.transforms.adaptive import ScaleByAdamState as ScaleByAdamState
 from jopt.transforms.adaptive import ScaleByAmsgradState as ScaleByAmsgradState

@@ -12,6 +12,7 @@ as optax's, so jopt and optax transformations mix in either library's ``chain``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -156,3 +157,28 @@ def apply_updates(params: Params, updates: Updates) -> Params:
         return (p.astype(dtype) + u.astype(dtype)).astype(p.dtype)
 
     return jax.tree.map(add, params, updates)
+
+
+def accepts_extra_args(tx: GradientTransformation) -> bool:
+    """Whether ``tx.update`` takes ``**extra`` (jopt's do; plain optax ones may not)."""
+    try:
+        signature = inspect.signature(tx.update)
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+
+
+def call_update(
+    tx: GradientTransformation,
+    updates: Updates,
+    state: OptState,
+    params: Params | None,
+    extra: dict[str, Any],
+    takes_extra: bool | None = None,
+) -> tuple[Updates, OptState]:
+    """Calls ``tx.update``, passing ``extra`` only if it accepts extra arguments."""
+    if takes_extra is None:
+        takes_extra = accepts_extra_args(tx)
+    if takes_extra:
+        return tx.update(updates, state, params, **extra)
+    return tx.update(updates, state, params)

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt import stepping
 from jopt import tree as jtree
-from jopt.base import GradientTransformation, Params, Updates, stateless
+from jopt.base import GradientTransformation, OptState, Params, Updates, stateless
 from jopt.fused import _is_packed_key
 from jopt.hyperparams import NONNEGATIVE, check_hyperparam
 from jopt.transforms.adaptive import _abs_sq
@@ -179,13 +180,19 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     """
     _check_threshold("max_norm", max_norm)
 
+    def factor(updates: Updates) -> jax.Array:
+        norm = jtree.global_norm(updates)
+        return _factor(norm, jtree.scalar(max_norm, norm.dtype))
+
     def clipped(updates: Updates, params: Params | None) -> Updates:
         del params
-        norm = jtree.global_norm(updates)
-        factor = _factor(norm, jtree.scalar(max_norm, norm.dtype))
-        return _scale_tree(updates, factor)
+        return _scale_tree(updates, factor(updates))
 
-    return stateless(clipped)
+    def scale_fn(updates: Updates, state: OptState, params: Params | None) -> tuple[Any, OptState]:
+        del params
+        return factor(updates), state
+
+    return stepping.with_scale(stateless(clipped), scale_fn)
 
 
 def clip_by_block_rms(threshold: float | jax.Array) -> GradientTransformation:

@@ -16,7 +16,6 @@ leaves, so the inner state holds nothing for the other groups.
 from __future__ import annotations
 
 import functools
-import inspect
 import re
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple, NoReturn
@@ -25,8 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt import stepping
 from jopt import tree as jtree
-from jopt.base import GradientTransformation, OptState, Params, Updates, stateless
+from jopt.base import (
+    GradientTransformation,
+    OptState,
+    Params,
+    Updates,
+    accepts_extra_args,
+    call_update,
+    stateless,
+)
 
 __all__ = [
     "MaskedState",
@@ -43,31 +51,6 @@ Mask = Any
 """A pytree of bools with the structure of the params (or a prefix of it), or one bool."""
 Labels = Any
 """A pytree of hashable labels with the structure of the params (or a prefix of it)."""
-
-
-def accepts_extra_args(tx: GradientTransformation) -> bool:
-    """Whether ``tx.update`` takes ``**extra`` (jopt's do; plain optax ones may not)."""
-    try:
-        signature = inspect.signature(tx.update)
-    except (TypeError, ValueError):
-        return True
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
-
-
-def call_update(
-    tx: GradientTransformation,
-    updates: Updates,
-    state: OptState,
-    params: Params | None,
-    extra: dict[str, Any],
-    takes_extra: bool | None = None,
-) -> tuple[Updates, OptState]:
-    """Calls ``tx.update``, passing ``extra`` only if it accepts extra arguments."""
-    if takes_extra is None:
-        takes_extra = accepts_extra_args(tx)
-    if takes_extra:
-        return tx.update(updates, state, params, **extra)
-    return tx.update(updates, state, params)
 
 
 def _check_transformation(tx: Any, where: str) -> None:
@@ -102,22 +85,59 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init(params: Params) -> tuple[OptState, ...]:
         return tuple(tx.init(params) for tx in transforms)
 
-    def update(
-        updates: Updates, state: tuple[OptState, ...], params: Params | None = None, **extra: Any
-    ) -> tuple[Updates, tuple[OptState, ...]]:
+    def check_state(state: Any) -> None:
         if not isinstance(state, tuple) or len(state) != len(transforms):
             got = len(state) if isinstance(state, tuple) else type(state).__name__
             raise ValueError(
                 f"chain of {len(transforms)} transformations got a state of {got}: "
                 "pass the state that this chain's init returned"
             )
+
+    def update(
+        updates: Updates, state: tuple[OptState, ...], params: Params | None = None, **extra: Any
+    ) -> tuple[Updates, tuple[OptState, ...]]:
+        check_state(state)
         new_state = []
         for tx, s, extra_ok in zip(transforms, state, takes_extra, strict=True):
             updates, s = call_update(tx, updates, s, params, extra, extra_ok)
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    chained = GradientTransformation(init, update)
+    if not transforms or stepping.step_of(transforms[-1]) is None:
+        return chained
+    *first, last = transforms
+    # A single leading scale (clip_by_global_norm) folds into the last member's step,
+    # so the clipped gradients are never written out.
+    fold = stepping.scale_of(first[0]) if len(first) == 1 else None
+
+    def step(
+        grads: Updates,
+        state: tuple[OptState, ...],
+        params: Params,
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[Params, tuple[OptState, ...]]:
+        check_state(state)
+        *first_states, last_state = state
+        if fold is not None and grad_scale is None:
+            grad_scale, s = fold(grads, first_states[0], params)
+            new_states = [s]
+        else:
+            if grad_scale is not None:
+                grads = stepping.scale_grads(grads, grad_scale)
+                grad_scale = None
+            new_states = []
+            for tx, s, extra_ok in zip(first, first_states, takes_extra[:-1], strict=True):
+                grads, s = call_update(tx, grads, s, params, extra, extra_ok)
+                new_states.append(s)
+        extra_ok = takes_extra[-1]
+        params, s = stepping.step_scaled(
+            last, grads, last_state, params, grad_scale, extra if extra_ok else {}
+        )
+        return params, (*new_states, s)
+
+    return stepping.with_step(chained, step)
 
 
 # -- views: one group's leaves in the full tree's containers --------------------------

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt import stepping
 from jopt import tree as jtree
 from jopt.base import GradientTransformation, OptState, Params, Updates
 
@@ -372,4 +373,36 @@ def fuse(
             out = jax.tree.unflatten(incoming, jax.tree.leaves(out))
         return out, FusedState(inner_state, layout)
 
-    return GradientTransformation(init, update)
+    tx = GradientTransformation(init, update)
+    if stepping.step_of(inner) is None:
+        return tx  # packing the params would cost more than update + apply_updates
+
+    def step(
+        grads: Updates,
+        state: FusedState,
+        params: Params,
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[Params, FusedState]:
+        if not isinstance(state, FusedState):
+            raise TypeError(
+                f"fuse step got a {type(state).__name__}, not the FusedState its init made"
+            )
+        layout = state.layout
+        check_against_layout(layout, grads, "updates")
+        check_against_layout(layout, params, "params")
+        leaves, incoming = jax.tree.flatten(params)
+        new_buffers, inner_state = stepping.step_scaled(
+            inner,
+            pack(layout, grads, cast=False),
+            state.inner_state,
+            pack(layout, params),
+            grad_scale,
+            extra,
+        )
+        out = unpack(layout, new_buffers, [jnp.result_type(p) for p in leaves])
+        if incoming != layout.treedef:
+            out = jax.tree.unflatten(incoming, jax.tree.leaves(out))
+        return out, FusedState(inner_state, layout)
+
+    return stepping.with_step(tx, step)

@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jopt import stepping
 from jopt import tree as jtree
 from jopt.base import GradientTransformation, OptState, Params, Updates
 
@@ -338,20 +339,39 @@ def with_hyperparams(
         inner = build(**_unpack(spec, values), **fixed)
         return HyperparamsState(count, values, inner.init(params), spec)
 
+    def inner_of(state: Any, what: str) -> GradientTransformation:
+        if not isinstance(state, HyperparamsState) or state.spec != spec:
+            raise TypeError(
+                f"{owner}.{what} got a state that {owner}.init did not make: {type(state).__name__}"
+            )
+        return build(**_unpack(spec, state.values), **fixed)
+
+    def advanced(state: HyperparamsState, inner_state: OptState) -> HyperparamsState:
+        count = jtree.safe_increment(state.count)
+        values = evaluate(count, state.values) if schedules else state.values
+        return HyperparamsState(count, values, inner_state, spec)
+
     def update(
         updates: Updates, state: HyperparamsState, params: Params | None = None, **extra: Any
     ) -> tuple[Updates, HyperparamsState]:
-        if not isinstance(state, HyperparamsState) or state.spec != spec:
-            raise TypeError(
-                f"{owner}.update got a state that {owner}.init did not make: {type(state).__name__}"
-            )
-        inner = build(**_unpack(spec, state.values), **fixed)
+        inner = inner_of(state, "update")
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra)
-        count = jtree.safe_increment(state.count)
-        values = evaluate(count, state.values) if schedules else state.values
-        return updates, HyperparamsState(count, values, inner_state, spec)
+        return updates, advanced(state, inner_state)
 
-    return GradientTransformation(init, update)
+    def step(
+        grads: Updates,
+        state: HyperparamsState,
+        params: Params,
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[Params, HyperparamsState]:
+        inner = inner_of(state, "step")
+        params, inner_state = stepping.step_scaled(
+            inner, grads, state.inner_state, params, grad_scale, extra
+        )
+        return params, advanced(state, inner_state)
+
+    return stepping.with_step(GradientTransformation(init, update), step)
 
 
 def _is_hyper(x: Any) -> bool:

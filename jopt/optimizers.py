@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
+from jopt import kernels, stepping
 from jopt import tree as jtree
-from jopt.base import GradientTransformation, Params, ScalarOrSchedule
+from jopt.base import GradientTransformation, OptState, Params, ScalarOrSchedule, Updates
 from jopt.combine import chain
 from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
 from jopt.transforms.adaptive import (
+    ScaleByAdamState,
     scale_by_adadelta,
     scale_by_adam,
     scale_by_rms,
@@ -111,7 +116,9 @@ def adam(
         m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + (1 - b2) g_t^2
         u_t = -lr_t * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)
 
-    With ``nesterov=True`` this is NAdam (see :func:`jopt.scale_by_adam`).
+    With ``nesterov=True`` this is NAdam (see :func:`jopt.scale_by_adam`). Stepped
+    with :func:`jopt.step`, large float32 buffers on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`) unless ``nesterov`` or a moment dtype is set.
 
     Args:
         learning_rate: a float or a schedule.
@@ -143,15 +150,19 @@ def adam(
         [0.19989562]
         [0.29961646]
     """
+    plain = not nesterov and mu_dtype is None and nu_dtype is None
+
+    def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any):
+        moments = scale_by_adam(
+            b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
+        )
+        inner = chain(moments, scale_by_learning_rate(learning_rate))
+        if plain:
+            inner = _with_adam_step(inner, b1, b2, eps, eps_root, learning_rate, None)
+        return fuse(inner)
+
     return with_hyperparams(
-        lambda learning_rate, b1, b2, eps, eps_root: fuse(
-            chain(
-                scale_by_adam(
-                    b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
-                ),
-                scale_by_learning_rate(learning_rate),
-            )
-        ),
+        build,
         owner="adam",
         bounds=_ADAM_BOUNDS,
         learning_rate=learning_rate,
@@ -160,6 +171,64 @@ def adam(
         eps=eps,
         eps_root=eps_root,
     )
+
+
+def _with_adam_step(
+    tx: GradientTransformation,
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    learning_rate: Any,
+    weight_decay: Any | None,
+) -> GradientTransformation:
+    """Gives ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)`` a
+    step that applies it with :func:`jopt.kernels.adam_step`, one buffer at a time.
+
+    The kernel takes float32 buffers whose moments share their dtype; any other tree
+    steps as ``update`` then ``apply_updates``.
+    """
+
+    def step(
+        grads: Updates,
+        state: tuple[OptState, ...],
+        params: Params,
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[Params, tuple[OptState, ...]]:
+        adam_state = state[0]
+        if not isinstance(adam_state, ScaleByAdamState):
+            raise TypeError(f"adam step got a {type(adam_state).__name__}, not a ScaleByAdamState")
+        for name, tree in (("state.mu", adam_state.mu), ("state.nu", adam_state.nu)):
+            jtree.check_structure(tree, grads, names=(name, "updates"))
+        jtree.check_structure(params, grads, names=("params", "updates"))
+        arrays = jax.tree.leaves((params, grads, adam_state.mu, adam_state.nu))
+        if not all(jnp.result_type(x) == jnp.float32 for x in arrays):
+            return stepping.step_scaled(tx, grads, state, params, grad_scale, extra)
+        count = jtree.safe_increment(adam_state.count)
+        coefficients = kernels.AdamCoefficients.of(
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            count=count,
+            learning_rate=learning_rate,
+            weight_decay=0.0 if weight_decay is None else weight_decay,
+            grad_scale=1.0 if grad_scale is None else grad_scale,
+        )
+        new_params, mu, nu = jtree.map_many(
+            lambda p, g, m, v: kernels.adam_step(
+                p, g, m, v, coefficients, decoupled_decay=weight_decay is not None
+            ),
+            3,
+            params,
+            grads,
+            adam_state.mu,
+            adam_state.nu,
+        )
+        return new_params, (ScaleByAdamState(count, mu, nu), *state[1:])
+
+    return stepping.with_step(tx, step)
 
 
 _ADAM_BOUNDS = {
@@ -194,7 +263,9 @@ def adamw(
     i.e. ``p_t = p_{t-1} - lr_t * d_t - lr_t * wd * p_{t-1}``: the decay is scaled by
     the learning rate, as in torch's ``AdamW``. Note the defaults differ: optax (and
     so this function) uses ``weight_decay=1e-4``, torch ``1e-2``
-    (:func:`jopt.torch.AdamW` follows torch).
+    (:func:`jopt.torch.AdamW` follows torch). Stepped with :func:`jopt.step`, large
+    float32 buffers on the CPU run a fused in-place kernel (:mod:`jopt.kernels`)
+    unless ``mask``, ``nesterov`` or a moment dtype is set.
 
     Args:
         learning_rate: a float or a schedule.
@@ -230,10 +301,17 @@ def adamw(
             b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
         )
         lr = scale_by_learning_rate(learning_rate)
+        plain = not nesterov and mu_dtype is None and nu_dtype is None
         if no_decay:
-            return fuse(chain(moments, lr))
+            inner = chain(moments, lr)
+            if plain:
+                inner = _with_adam_step(inner, b1, b2, eps, eps_root, learning_rate, None)
+            return fuse(inner)
         if mask is None:
-            return fuse(chain(moments, add_decayed_weights(weight_decay), lr))
+            inner = chain(moments, add_decayed_weights(weight_decay), lr)
+            if plain:
+                inner = _with_adam_step(inner, b1, b2, eps, eps_root, learning_rate, weight_decay)
+            return fuse(inner)
         return chain(fuse(moments), add_decayed_weights(weight_decay, mask), lr)
 
     values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)

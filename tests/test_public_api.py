@@ -23,6 +23,8 @@ NAMESPACES = {
     "jopt.schedules": jopt.schedules,
     "jopt.tree": jopt.tree,
     "jopt.flat": jopt.flat,
+    "jopt.kernels": jopt.kernels,
+    "jopt.stepping": jopt.stepping,
 }
 # Type aliases and plain data (no docstring of their own to carry an example).
 NOT_DOCUMENTABLE = {"Params", "Updates", "OptState", "Schedule", "ScalarOrSchedule"}

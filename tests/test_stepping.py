@@ -1,0 +1,195 @@
+"""jopt.step: update and apply in one call, for every optimizer of both doors and optax.
+
+Where a fused kernel runs (Adam and AdamW on CPU float32), the step may round
+differently from XLA's loop in the last bit; everywhere else it is the same program.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jopt
+from tests.oracles import standard_promotion
+from tests.test_fused import OPTIMIZERS
+
+SCHEDULE = jopt.warmup_cosine_decay_schedule(0.0, 0.01, 5, 50)
+CHAINS = {
+    "clip+adamw+schedule": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01)
+    ),
+    "clip+sgd": lambda: jopt.chain(jopt.clip_by_global_norm(0.5), jopt.sgd(0.05, momentum=0.9)),
+    "clip+clip+adam": lambda: jopt.chain(
+        jopt.clip_by_global_norm(2.0), jopt.clip(0.05), jopt.adam(0.01)
+    ),
+    "optax.adamw": lambda: optax.adamw(0.01),
+    "optax.clip+jopt.adam": lambda: jopt.chain(optax.clip_by_global_norm(1.0), jopt.adam(0.01)),
+    "jopt.clip+optax.adam": lambda: jopt.chain(jopt.clip_by_global_norm(1.0), optax.adam(0.01)),
+    "partition": lambda: jopt.partition(
+        {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
+        jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
+    ),
+}
+CASES = {**OPTIMIZERS, **CHAINS}
+KERNEL_CASES = ("adam", "adamw", "clip+adamw+schedule", "clip+clip+adam", "optax.clip+jopt.adam")
+
+
+def _params(dtype: Any = jnp.float32) -> dict[str, Any]:
+    # a large leaf (its own buffer) and small ones (packed by fuse)
+    key = jax.random.key(0)
+    return {
+        "big": {"w": jax.random.normal(key, (512, 520), dtype)},  # >= MIN_KERNEL_SIZE
+        "small": [jnp.linspace(-1, 1, 7, dtype=dtype), jnp.ones((3, 4), dtype)],
+    }
+
+
+def _grads(t: int, params: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.fold_in(jax.random.key(1), t), len(leaves))
+    return treedef.unflatten(
+        [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    )
+
+
+def _trajectories(tx: Any, params: Any, steps: int) -> tuple[list[Any], list[Any]]:
+    @jax.jit
+    def by_update(grads: Any, state: Any, params: Any) -> Any:
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    by_step = jax.jit(lambda grads, state, params: jopt.step(tx, grads, state, params))
+    out = []
+    for fn in (by_update, by_step):
+        p, s, seen = params, tx.init(params), []
+        for t in range(steps):
+            p, s = fn(_grads(t, params), s, p)
+            seen.append((p, s))
+        out.append(seen)
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_step_equals_update_then_apply(name: str) -> None:
+    tx = CASES[name]()
+    if "optax" in name:  # optax itself needs jax's default promotion rules
+        with standard_promotion():
+            by_update, by_step = _trajectories(tx, _params(), 12)
+    else:
+        by_update, by_step = _trajectories(tx, _params(), 12)
+    for (p1, s1), (p2, s2) in zip(by_update, by_step, strict=True):
+        assert jax.tree.structure(s1) == jax.tree.structure(s2)
+        for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2)), strict=True):
+            # a few float32 ulps of the values (ones and unit normals)
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-6, atol=2e-6)
+
+
+def _lowered(tx: Any, params: Any) -> str:
+    step = jax.jit(lambda g, s, p: jopt.step(tx, g, s, p))
+    return step.lower(params, tx.init(params), params).as_text()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_kernel_runs_exactly_where_it_applies(name: str) -> None:
+    if not jopt.kernels.available():
+        pytest.fail(f"the CPU kernels did not build here: {jopt.kernels.status()}")
+    with standard_promotion():
+        text = _lowered(CASES[name](), _params())
+    assert ("jopt_adam" in text) == (name in KERNEL_CASES), name
+
+
+def test_low_precision_params_step_as_update_then_apply() -> None:
+    tx = jopt.adamw(0.01)
+    params = _params(jnp.bfloat16)
+    assert "jopt_adam" not in _lowered(tx, params)
+    by_update, by_step = _trajectories(tx, params, 5)
+    for (p1, _), (p2, _) in zip(by_update, by_step, strict=True):
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+            np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+
+
+def test_the_clip_is_folded_without_a_gradient_sized_temporary() -> None:
+    # The clipped step reads the gradients twice (the norm, then the kernel) and writes
+    # the params and moments in place: no full-size op but those two, and no copies.
+    tx = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.adamw(0.01))
+    params = {"w": jnp.ones((1 << 18,))}
+
+    def train_step(params: Any, state: Any, grads: Any) -> Any:
+        return jopt.step(tx, grads, state, params)
+
+    compiled = (
+        jax.jit(train_step, donate_argnums=(0, 1))
+        .lower(params, tx.init(params), params)
+        .compile()
+        .as_text()
+    )
+    entry = compiled[compiled.index("ENTRY") :].splitlines()[1:]
+    ops = [re.search(r" = (\(.*?\)|\S+) ([\w-]+)\(", line) for line in entry]
+    full = {m[2] for m in ops if m and "f32[262144]" in m[1] and m[2] not in ("parameter", "tuple")}
+    assert full == {"custom-call", "get-tuple-element"}, "\n".join(entry)
+
+
+def test_step_agrees_with_optax_over_100_steps() -> None:
+    """The kernel path against the real optax, step by step (the parity tests' bound)."""
+    ours = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01))
+    theirs = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 50), weight_decay=0.01),
+    )
+    params = _params()
+    p1, s1 = params, ours.init(params)
+    p2, s2 = params, theirs.init(params)
+    step = jax.jit(lambda g, s, p: jopt.step(ours, g, s, p))
+
+    @jax.jit
+    def optax_step(g: Any, s: Any, p: Any) -> Any:
+        updates, s = theirs.update(g, s, p)
+        return optax.apply_updates(p, updates), s
+
+    for t in range(100):
+        g = _grads(t, params)
+        p1, s1 = step(g, s1, p1)
+        with standard_promotion():
+            p2, s2 = optax_step(g, s2, p2)
+        for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+def test_extra_arguments_reach_the_update() -> None:
+    tx = jopt.chain(jopt.adam(0.1), jopt.reduce_on_plateau(patience=1, factor=0.5))
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    for _ in range(6):
+        params, state = jopt.step(tx, {"w": jnp.ones(3)}, state, params, value=jnp.float32(1.0))
+    assert float(state[1].scale) < 1.0
+
+
+def test_a_mismatched_gradient_names_the_path() -> None:
+    tx = jopt.adam(0.1)
+    params = {"a": jnp.ones(3), "b": jnp.ones(2)}
+    state = tx.init(params)
+    with pytest.raises(jopt.TreeMismatchError, match="b"):
+        jopt.step(tx, {"a": jnp.ones(3), "b": jnp.ones(4)}, state, params)
+    with pytest.raises(TypeError, match="adam"):
+        jopt.step(tx, params, jopt.sgd(0.1).init(params), params)
+
+
+def test_a_custom_step_is_used_and_combinators_pass_it_through() -> None:
+    calls = []
+
+    def halve(grads: Any, state: Any, params: Any, grad_scale: Any = None, **extra: Any) -> Any:
+        calls.append(grad_scale)
+        return jax.tree.map(lambda p: p / 2, params), state
+
+    tx = jopt.stepping.with_step(jopt.scale(-1.0), halve)
+    chained = jopt.chain(jopt.clip_by_global_norm(1.0), tx)
+    params, _ = jopt.step(chained, jnp.full(4, 3.0), chained.init(None), jnp.ones(4))
+    np.testing.assert_array_equal(np.asarray(params), np.full(4, 0.5))
+    assert float(calls[0]) == pytest.approx(1.0 / 6.0)  # 1 / ||(3, 3, 3, 3)||
+    # update still runs the transformation itself
+    np.testing.assert_array_equal(np.asarray(tx.update(jnp.ones(2), None)[0]), -np.ones(2))
