@@ -134,6 +134,35 @@ def test_the_clip_is_folded_without_a_gradient_sized_temporary() -> None:
     assert full == {"custom-call", "get-tuple-element"}, "\n".join(entry)
 
 
+def test_a_training_step_updates_the_weights_in_place_without_copies() -> None:
+    # The backward pass reads W1 and W2 (delta @ W.T); the kernels must wait for those
+    # reads instead of XLA copying the weights to protect them.
+    tx = jopt.adamw(1e-3)
+    width = 512  # 512 x 512 weights: kernel-sized
+    keys = jax.random.split(jax.random.key(0), 3)
+    params = [jax.random.normal(k, (width, width)) / width**0.5 for k in keys]
+    x = jnp.ones((8, width))
+
+    def loss(params: Any) -> jax.Array:
+        h = x
+        for w in params:
+            h = jnp.tanh(h @ w)
+        return jnp.sum(h**2)
+
+    def train_step(params: Any, state: Any) -> Any:
+        return jopt.step(tx, jax.grad(loss)(params), state, params)
+
+    compiled = (
+        jax.jit(train_step, donate_argnums=(0, 1))
+        .lower(params, tx.init(params))
+        .compile()
+        .as_text()
+    )
+    entry = compiled[compiled.index("ENTRY") :]
+    assert entry.count("jopt_adamw_step_f32") == 3
+    assert " copy(" not in entry, entry
+
+
 def test_step_agrees_with_optax_over_100_steps() -> None:
     """The kernel path against the real optax, step by step (the parity tests' bound)."""
     ours = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01))
