@@ -242,12 +242,14 @@ def _after(grads: Updates) -> jax.Array:
     per step without it, none with it). NaN and Inf become 0 first, so a bad gradient
     element cannot spread beyond its own update.
     """
-    total = jnp.zeros((), jnp.float32)
-    for g in jax.tree.leaves(grads):
-        if jnp.size(g) == 0:
-            continue
-        first = jnp.ravel(g)[0].astype(jnp.float32)
-        total = total + jnp.nan_to_num(first, nan=0.0, posinf=0.0, neginf=0.0)
+    # One concatenation of one-element slices: a single kernel for XLA to compile (a
+    # slice, a cast and an add per leaf compiled into hundreds of kernels, +17 s for
+    # the 196-leaf GPT tree).
+    firsts = [jnp.ravel(g)[:1].astype(jnp.float32) for g in jax.tree.leaves(grads)]
+    firsts = [x for x in firsts if x.size]
+    if not firsts:
+        return jnp.zeros((), jnp.float32)
+    total = jnp.sum(jnp.nan_to_num(jnp.concatenate(firsts), nan=0.0, posinf=0.0, neginf=0.0))
     return total * jnp.float32(0)  # not folded: XLA keeps x * 0 for floats (NaN rules)
 
 

@@ -222,12 +222,10 @@ def step(
     with ``params`` and ``state`` donated, the step then reads and writes each
     parameter and state element once. Any transformation, jopt's or optax's, works.
 
-    When to prefer ``update`` + ``apply_updates``: inside a training step whose
-    backward pass also reads the weights (``x @ W.T``), XLA copies each such weight
-    before the kernel overwrites it in place; on a 2-core CPU that made a 16M-parameter
-    MLP training step 5-8% slower (see the README's Benchmarks). Returning ``params``
-    and ``state`` in the order the step takes them lets jax give each output its own
-    donated input buffer.
+    The kernel pays where the optimizer step dominates; in a whole training step on a
+    2-core CPU it has not been shown to beat ``update`` + ``apply_updates`` (see the
+    README's Benchmarks). Returning ``params`` and ``state`` in the order the step
+    takes them lets jax give each output its own donated input buffer.
 
     Args:
         tx: the optimizer.
