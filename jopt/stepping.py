@@ -4,7 +4,8 @@
 ``params = apply_updates(params, updates)`` is how optax spells a step, and jopt
 supports it everywhere. :func:`step` does both in one call,
 ``params, state = jopt.step(tx, grads, state, params)``, like torch's
-``optimizer.step()``. The numbers are the same; what changes is that a transformation
+``optimizer.step()``. The numbers are the same (to an ulp where a kernel runs: XLA
+places its fused multiply-adds itself); what changes is that a transformation
 that knows how to apply itself can do so in one pass that writes the parameters and
 its state in place (:mod:`jopt.kernels`), instead of producing an update that a second
 pass adds.
