@@ -214,7 +214,8 @@ def _with_adam_step(
             count=count,
             learning_rate=learning_rate,
             weight_decay=0.0 if weight_decay is None else weight_decay,
-            grad_scale=(1.0 if grad_scale is None else grad_scale) + _after(grads),
+            grad_scale=1.0 if grad_scale is None else grad_scale,
+            wait_for=grads,
         )
         new_params, mu, nu = jtree.map_many(
             lambda p, g, m, v: kernels.adam_step(
@@ -229,28 +230,6 @@ def _with_adam_step(
         return new_params, (ScaleByAdamState(count, mu, nu), *state[1:])
 
     return stepping.with_step(tx, step)
-
-
-def _after(grads: Updates) -> jax.Array:
-    """A float32 zero computed from every gradient (one element of each).
-
-    The kernel overwrites the parameters in place. In a training step the backward
-    pass also reads them (``delta @ W.T`` for the layer below), and XLA copies every
-    parameter whose readers it cannot prove to run first. Adding this zero to a kernel
-    coefficient makes each kernel wait for all the gradients, hence for every such
-    read, and the copies go (checked on the benchmarks' 16M MLP: 8 copies of 8-16 MiB
-    per step without it, none with it). NaN and Inf become 0 first, so a bad gradient
-    element cannot spread beyond its own update.
-    """
-    # One concatenation of one-element slices: a single kernel for XLA to compile (a
-    # slice, a cast and an add per leaf compiled into hundreds of kernels, +17 s for
-    # the 196-leaf GPT tree).
-    firsts = [jnp.ravel(g)[:1].astype(jnp.float32) for g in jax.tree.leaves(grads)]
-    firsts = [x for x in firsts if x.size]
-    if not firsts:
-        return jnp.zeros((), jnp.float32)
-    total = jnp.sum(jnp.nan_to_num(jnp.concatenate(firsts), nan=0.0, posinf=0.0, neginf=0.0))
-    return total * jnp.float32(0)  # not folded: XLA keeps x * 0 for floats (NaN rules)
 
 
 _ADAM_BOUNDS = {

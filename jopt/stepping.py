@@ -96,13 +96,11 @@ def _tagged(tx: GradientTransformation, name: str, value: Any) -> GradientTransf
     # The tag lives on a fresh wrapper of ``update``: the transformation stays a plain
     # (init, update) pair that optax and flax accept, and tagging never mutates a
     # function somebody else owns.
+    # functools.wraps also copies the wrapped function's __dict__: earlier tags stay.
     @functools.wraps(tx.update)
     def update(updates: Updates, state: OptState, params: Params | None = None, **extra: Any):
         return tx.update(updates, state, params, **extra)
 
-    for other in (_STEP, _SCALE):
-        if hasattr(tx.update, other):
-            setattr(update, other, getattr(tx.update, other))
     setattr(update, name, value)
     return GradientTransformation(tx.init, update)
 
@@ -219,7 +217,8 @@ def step(
     The result equals that pair of calls (to rounding: a fused kernel may round
     differently from XLA's loop in the last bit). :func:`jopt.adam` and
     :func:`jopt.adamw` (also after :func:`jopt.clip_by_global_norm` in a chain) run a
-    fused in-place kernel on CPU float32 buffers (:mod:`jopt.kernels`); under ``jit``
+    fused in-place kernel on CPU float32 buffers of at least
+    :data:`jopt.kernels.MIN_KERNEL_SIZE` elements (:mod:`jopt.kernels`); under ``jit``
     with ``params`` and ``state`` donated, the step then reads and writes each
     parameter and state element once. Any transformation, jopt's or optax's, works.
 

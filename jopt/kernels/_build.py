@@ -9,7 +9,8 @@ the CPU, so a machine compiles it once (about 5 s). Writes go to a temporary fil
 that is renamed, so a build interrupted half-way is never loaded.
 
 Without a compiler, or with ``JOPT_KERNELS=0`` in the environment, nothing is built
-and jopt runs the same updates as XLA loops (same numbers, slower); the reason is in
+and jopt runs the same updates as XLA loops (the same numbers to an ulp, slower); the
+reason is in
 :func:`jopt.kernels.status`.
 """
 
