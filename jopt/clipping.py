@@ -189,8 +189,13 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
         return _scale_tree(updates, factor(updates))
 
     def scale_fn(updates: Updates, state: OptState, params: Params | None) -> tuple[Any, OptState]:
+        # Folded into jopt.step: the norm comes from one kernel call over all the
+        # leaves where it can (jopt.kernels.global_norm), the same value to rounding.
+        from jopt import kernels  # jopt.kernels imports the transforms that import this
+
         del params
-        return factor(updates), state
+        norm = kernels.global_norm(updates)
+        return _factor(norm, jtree.scalar(max_norm, norm.dtype)), state
 
     return stepping.with_scale(stateless(clipped), scale_fn)
 

@@ -37,7 +37,10 @@ kernels (tens of milliseconds each on XLA:CPU), equal ones are compiled once. On
 packed buffer for 1000 leaves therefore meant 1000 kernels (28 s for Adam on a
 2-core CPU); 16 chunks of equal-size leaves repeat the same 63 offsets, and the step
 compiles in about 4 s (optax: 10 s). :mod:`jopt.flat`, whose steps never unpack,
-compiles the optimizer step in a fraction of a second.
+compiles the optimizer step in a fraction of a second. Under :func:`jopt.step`, a
+transformation with a packed step (:func:`jopt.stepping.with_packed_step`, e.g. Adam's
+CPU kernels) reads the leaves where they lie and packs nothing: about 1 s for the
+clipped AdamW chain on 1000 leaves.
 """
 
 from __future__ import annotations
@@ -374,7 +377,8 @@ def fuse(
         return out, FusedState(inner_state, layout)
 
     tx = GradientTransformation(init, update)
-    if stepping.step_of(inner) is None:
+    packed_step = stepping.packed_step_of(inner)
+    if stepping.step_of(inner) is None and packed_step is None:
         return tx  # packing the params would cost more than update + apply_updates
 
     def step(
@@ -392,6 +396,12 @@ def fuse(
         check_against_layout(layout, grads, "updates")
         check_against_layout(layout, params, "params")
         leaves, incoming = jax.tree.flatten(params)
+        if packed_step is not None:
+            grad_leaves = jax.tree.leaves(grads)
+            done = packed_step(layout, grad_leaves, state.inner_state, leaves, grad_scale, **extra)
+            if done is not None:
+                new_leaves, inner_state = done
+                return jax.tree.unflatten(incoming, new_leaves), FusedState(inner_state, layout)
         new_buffers, inner_state = stepping.step_scaled(
             inner,
             pack(layout, grads, cast=False),

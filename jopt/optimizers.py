@@ -117,7 +117,7 @@ def adam(
         u_t = -lr_t * (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)
 
     With ``nesterov=True`` this is NAdam (see :func:`jopt.scale_by_adam`). Stepped
-    with :func:`jopt.step`, large float32 buffers on the CPU run a fused in-place
+    with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
     kernel (:mod:`jopt.kernels`) unless ``nesterov`` or a moment dtype is set.
 
     Args:
@@ -183,29 +183,29 @@ def _with_adam_step(
     weight_decay: Any | None,
 ) -> GradientTransformation:
     """Gives ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)`` a
-    step that applies it with :func:`jopt.kernels.adam_step`, one buffer at a time.
+    step that applies it with :func:`jopt.kernels.adam_step_many`, all leaves in one call.
 
-    The kernel takes float32 buffers whose moments share their dtype; any other tree
-    steps as ``update`` then ``apply_updates``.
+    Two entry points: a step over state buffers shaped like the leaves
+    (:func:`jopt.stepping.with_step`), and one for :func:`jopt.fuse`, which hands over
+    the leaves as they are and the layout of its packed state buffers
+    (:func:`jopt.stepping.with_packed_step`), so no leaf is copied into a packed buffer.
+    The kernel takes float32 leaves and moments; any other tree steps as ``update``
+    then ``apply_updates``.
     """
 
-    def step(
-        grads: Updates,
-        state: tuple[OptState, ...],
-        params: Params,
-        grad_scale: jax.Array | None = None,
-        **extra: Any,
-    ) -> tuple[Params, tuple[OptState, ...]]:
-        adam_state = state[0]
-        if not isinstance(adam_state, ScaleByAdamState):
-            raise TypeError(f"adam step got a {type(adam_state).__name__}, not a ScaleByAdamState")
-        for name, tree in (("state.mu", adam_state.mu), ("state.nu", adam_state.nu)):
-            jtree.check_structure(tree, grads, names=(name, "updates"))
-        jtree.check_structure(params, grads, names=("params", "updates"))
-        arrays = jax.tree.leaves((params, grads, adam_state.mu, adam_state.nu))
+    def apply(
+        param_leaves: list[Any],
+        grad_leaves: list[Any],
+        count: jax.Array,
+        mu: list[Any],
+        nu: list[Any],
+        slots: Any,
+        grad_scale: jax.Array | None,
+    ) -> tuple[jax.Array, list[Any], list[Any], list[Any]] | None:
+        arrays = [*param_leaves, *grad_leaves, *mu, *nu]
         if not all(jnp.result_type(x) == jnp.float32 for x in arrays):
-            return stepping.step_scaled(tx, grads, state, params, grad_scale, extra)
-        count = jtree.safe_increment(adam_state.count)
+            return None
+        count = jtree.safe_increment(count)
         coefficients = kernels.AdamCoefficients.of(
             b1=b1,
             b2=b2,
@@ -215,21 +215,70 @@ def _with_adam_step(
             learning_rate=learning_rate,
             weight_decay=0.0 if weight_decay is None else weight_decay,
             grad_scale=1.0 if grad_scale is None else grad_scale,
-            wait_for=grads,
         )
-        new_params, mu, nu = jtree.map_many(
-            lambda p, g, m, v: kernels.adam_step(
-                p, g, m, v, coefficients, decoupled_decay=weight_decay is not None
-            ),
-            3,
-            params,
-            grads,
-            adam_state.mu,
-            adam_state.nu,
+        new_params, new_mu, new_nu = kernels.adam_step_many(
+            param_leaves,
+            grad_leaves,
+            mu,
+            nu,
+            coefficients,
+            slots=slots,
+            decoupled_decay=weight_decay is not None,
         )
-        return new_params, (ScaleByAdamState(count, mu, nu), *state[1:])
+        return count, new_params, new_mu, new_nu
 
-    return stepping.with_step(tx, step)
+    def adam_state_of(state: tuple[OptState, ...]) -> ScaleByAdamState:
+        adam_state = state[0]
+        if not isinstance(adam_state, ScaleByAdamState):
+            raise TypeError(f"adam step got a {type(adam_state).__name__}, not a ScaleByAdamState")
+        return adam_state
+
+    def step(
+        grads: Updates,
+        state: tuple[OptState, ...],
+        params: Params,
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[Params, tuple[OptState, ...]]:
+        s = adam_state_of(state)
+        for name, tree in (("state.mu", s.mu), ("state.nu", s.nu)):
+            jtree.check_structure(tree, grads, names=(name, "updates"))
+        jtree.check_structure(params, grads, names=("params", "updates"))
+        leaves, treedef = jax.tree.flatten(params)
+        mu, mu_def = jax.tree.flatten(s.mu)
+        nu, nu_def = jax.tree.flatten(s.nu)
+        done = apply(leaves, jax.tree.leaves(grads), s.count, mu, nu, None, grad_scale)
+        if done is None:
+            return stepping.step_scaled(tx, grads, state, params, grad_scale, extra)
+        count, new_leaves, mu, nu = done
+        mu_tree, nu_tree = jax.tree.unflatten(mu_def, mu), jax.tree.unflatten(nu_def, nu)
+        return jax.tree.unflatten(treedef, new_leaves), (
+            ScaleByAdamState(count, mu_tree, nu_tree),
+            *state[1:],
+        )
+
+    def packed_step(
+        layout: Any,
+        grad_leaves: list[Any],
+        state: tuple[OptState, ...],
+        param_leaves: list[Any],
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[list[Any], tuple[OptState, ...]] | None:
+        del extra
+        s = adam_state_of(state)
+        keys = [key for key, _, _ in layout.buffers]
+        index = {key: j for j, key in enumerate(keys)}
+        slots = [(index[key], offset) for key, offset in layout.slots]
+        mu, nu = [s.mu[key] for key in keys], [s.nu[key] for key in keys]
+        done = apply(param_leaves, grad_leaves, s.count, mu, nu, slots, grad_scale)
+        if done is None:
+            return None
+        count, new_params, mu, nu = done
+        mu_tree, nu_tree = dict(zip(keys, mu, strict=True)), dict(zip(keys, nu, strict=True))
+        return new_params, (ScaleByAdamState(count, mu_tree, nu_tree), *state[1:])
+
+    return stepping.with_packed_step(stepping.with_step(tx, step), packed_step)
 
 
 _ADAM_BOUNDS = {

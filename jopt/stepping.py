@@ -23,6 +23,12 @@ How a transformation takes part (the protocol, for authors of transformations):
   :func:`jopt.fuse` step their inner transformation; :func:`jopt.chain` runs its
   members' updates and steps its last member, folding a leading scale (a global-norm
   clip) into that step, so that the clipped gradients are never materialised.
+- :func:`with_packed_step` attaches a second step function for transformations that
+  :func:`jopt.fuse` wraps: it gets the gradient and parameter leaves as they are and
+  the layout of fuse's packed state buffers, and may read each leaf where it lies
+  instead of from a packed copy (one kernel call over all leaves, see
+  :func:`jopt.kernels.adam_step_many`). It returns ``None`` to decline, and fuse then
+  packs the leaves and calls the ordinary step.
 - Anything without a step function steps as ``update`` then ``apply_updates``.
 
 Example:
@@ -54,19 +60,23 @@ from jopt.base import (
 )
 
 __all__ = [
+    "PackedStepFn",
     "ScaleFn",
     "StepFn",
+    "packed_step_of",
     "scale_grads",
     "scale_of",
     "step",
     "step_of",
     "step_scaled",
+    "with_packed_step",
     "with_scale",
     "with_step",
 ]
 
 _STEP = "__jopt_step__"
 _SCALE = "__jopt_scale__"
+_PACKED_STEP = "__jopt_packed_step__"
 
 
 class StepFn(Protocol):
@@ -87,6 +97,32 @@ class StepFn(Protocol):
         grad_scale: jax.Array | None = None,
         **extra: Any,
     ) -> tuple[Params, OptState]: ...
+
+
+class PackedStepFn(Protocol):
+    """A step over :func:`jopt.fuse`'s packed state that takes the leaves as they are:
+    ``(layout, grad_leaves, state, param_leaves, grad_scale=None, **extra)`` returns
+    ``(new_param_leaves, state)``, or ``None`` to decline.
+
+    ``layout`` is the :class:`jopt.fused.Layout` (leaf ``i`` lives in buffer
+    ``layout.slots[i][0]`` at element ``layout.slots[i][1]``); ``state`` is the
+    inner transformation's state over the packed buffers.
+
+    Example:
+        >>> import jopt
+        >>> jopt.stepping.packed_step_of(jopt.adam(0.1)) is None  # fuse is inside adam
+        True
+    """
+
+    def __call__(
+        self,
+        layout: Any,
+        grad_leaves: list[Any],
+        state: OptState,
+        param_leaves: list[Any],
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[list[Any], OptState] | None: ...
 
 
 ScaleFn = Callable[[Updates, OptState, "Params | None"], tuple[jax.Array, OptState]]
@@ -123,6 +159,38 @@ def with_step(tx: GradientTransformation, step_fn: StepFn) -> GradientTransforma
         Array([-0.1, -0.1], dtype=float32)
     """
     return _tagged(tx, _STEP, step_fn)
+
+
+def with_packed_step(tx: GradientTransformation, step_fn: PackedStepFn) -> GradientTransformation:
+    """``tx`` with a step for :func:`jopt.fuse` that reads unpacked leaves (see the module).
+
+    It must give the same parameters and state as fuse's packed step would (to
+    rounding), or return ``None``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> sgd = jopt.scale(-0.1)
+        >>> def sgd_packed_step(layout, grads, state, params, grad_scale=None, **extra):
+        ...     s = 1.0 if grad_scale is None else grad_scale
+        ...     return [p - 0.1 * s * g for p, g in zip(params, grads)], state
+        >>> tx = jopt.fuse(jopt.stepping.with_packed_step(sgd, sgd_packed_step))
+        >>> params = {"a": jnp.zeros(2), "b": jnp.ones(1)}
+        >>> jopt.step(tx, {"a": jnp.ones(2), "b": jnp.ones(1)}, tx.init(params), params)[0]
+        {'a': Array([-0.1, -0.1], dtype=float32), 'b': Array([0.9], dtype=float32)}
+    """
+    return _tagged(tx, _PACKED_STEP, step_fn)
+
+
+def packed_step_of(tx: GradientTransformation) -> PackedStepFn | None:
+    """The step attached to ``tx`` by :func:`with_packed_step`, or ``None``.
+
+    Example:
+        >>> import jopt
+        >>> jopt.stepping.packed_step_of(jopt.scale(2.0)) is None
+        True
+    """
+    return getattr(tx.update, _PACKED_STEP, None)
 
 
 def with_scale(tx: GradientTransformation, scale_fn: ScaleFn) -> GradientTransformation:
@@ -216,11 +284,11 @@ def step(
     Update rule: ``u, s <- tx.update(g, s, p);  p <- p + u``, returned as ``(p, s)``.
     The result equals that pair of calls (to rounding: a fused kernel may round
     differently from XLA's loop in the last bit). :func:`jopt.adam` and
-    :func:`jopt.adamw` (also after :func:`jopt.clip_by_global_norm` in a chain) run a
-    fused in-place kernel on CPU float32 buffers of at least
-    :data:`jopt.kernels.MIN_KERNEL_SIZE` elements (:mod:`jopt.kernels`); under ``jit``
-    with ``params`` and ``state`` donated, the step then reads and writes each
-    parameter and state element once. Any transformation, jopt's or optax's, works.
+    :func:`jopt.adamw` (also after :func:`jopt.clip_by_global_norm` in a chain) run
+    fused in-place kernels on CPU float32 parameters (:mod:`jopt.kernels`: one call
+    per 64 leaves, each leaf read where it lies, no packing); under ``jit`` with
+    ``params`` and ``state`` donated, the step then reads and writes each parameter
+    and state element once. Any transformation, jopt's or optax's, works.
 
     The kernel pays where the optimizer step dominates; in a whole training step on a
     2-core CPU it has not been shown to beat ``update`` + ``apply_updates`` (see the

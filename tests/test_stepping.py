@@ -134,12 +134,18 @@ def test_the_clip_is_folded_without_a_gradient_sized_temporary() -> None:
     assert full == {"custom-call", "get-tuple-element"}, "\n".join(entry)
 
 
-def test_a_training_step_updates_the_weights_in_place_without_copies() -> None:
-    # The backward pass reads W1 and W2 (delta @ W.T); the kernels must wait for those
-    # reads instead of XLA copying the weights to protect them.
+@pytest.mark.parametrize(
+    "width, depth, calls",
+    [(512, 3, 1), (64, 2 * jopt.kernels.MAX_LEAVES_PER_CALL + 2, 3)],  # 512 x 512: kernel-sized
+)
+def test_a_training_step_updates_the_weights_in_place_without_copies(
+    width: int, depth: int, calls: int
+) -> None:
+    # The backward pass reads every weight (delta @ W.T); the kernels must run after
+    # those reads instead of XLA copying the weights to protect them. One call reads
+    # every gradient; several calls wait for a zero computed after all of them.
     tx = jopt.adamw(1e-3)
-    width = 512  # 512 x 512 weights: kernel-sized
-    keys = jax.random.split(jax.random.key(0), 3)
+    keys = jax.random.split(jax.random.key(0), depth)
     params = [jax.random.normal(k, (width, width)) / width**0.5 for k in keys]
     x = jnp.ones((8, width))
 
@@ -159,7 +165,8 @@ def test_a_training_step_updates_the_weights_in_place_without_copies() -> None:
         .as_text()
     )
     entry = compiled[compiled.index("ENTRY") :]
-    assert entry.count("jopt_adamw_step_f32") == 3
+    assert entry.count('custom_call_target="jopt_adamw_step_f32"') == calls
+    assert entry.count('custom_call_target="jopt_after_all"') == (calls > 1)
     assert " copy(" not in entry, entry
 
 

@@ -30,10 +30,12 @@ from pathlib import Path
 
 import jax
 
-SOURCES = ("adam_cpu.cc",)
+SOURCES = ("cpu_kernels.cc",)
 TARGETS = {  # XLA custom-call target name -> exported symbol
     "jopt_adam_step_f32": "JoptAdamStepF32",
     "jopt_adamw_step_f32": "JoptAdamWStepF32",
+    "jopt_sum_squares_f32": "JoptSumSquaresF32",
+    "jopt_after_all": "JoptAfterAll",
 }
 FLAGS = (
     "-O3",

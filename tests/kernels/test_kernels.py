@@ -1,4 +1,4 @@
-"""jopt.kernels: the fused CPU Adam kernel against its XLA twin, in place, built once."""
+"""jopt.kernels: the fused CPU kernels against their XLA twins, in place, built once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 
 import jopt
-from jopt.kernels import MIN_KERNEL_SIZE, AdamCoefficients, _reference, adam_step
+from jopt.kernels import (
+    MAX_LEAVES_PER_CALL,
+    MIN_KERNEL_SIZE,
+    AdamCoefficients,
+    _calls,
+    _reference,
+    _twin,
+    adam_step,
+    adam_step_many,
+)
 
 
 def _coefficients(count: int, **kw: Any) -> AdamCoefficients:
@@ -168,3 +177,127 @@ def test_derivatives_and_vmap_go_through_the_kernel() -> None:
     want = jax.vmap(twin, in_axes=(0, 0, 0, 0, None))(*stack, c)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+
+
+def _packed(shapes: list[tuple[int, ...]], buffers: list[int], seed: int = 0) -> tuple[Any, ...]:
+    """Leaves of ``shapes`` whose state lives in ``buffers[i]``, packed in order."""
+    keys = jax.random.split(jax.random.key(seed), 2 * len(shapes) + 2)
+    params = [jax.random.normal(keys[i], s) for i, s in enumerate(shapes)]
+    grads = [jax.random.normal(keys[len(shapes) + i], s) for i, s in enumerate(shapes)]
+    sizes = [0] * (max(buffers) + 1)
+    slots = []
+    for shape, j in zip(shapes, buffers, strict=True):
+        slots.append((j, sizes[j]))
+        sizes[j] += int(np.prod(shape))
+    mu = [jax.random.normal(jax.random.fold_in(keys[-2], j), (n,)) for j, n in enumerate(sizes)]
+    nu = [
+        jnp.abs(jax.random.normal(jax.random.fold_in(keys[-1], j), (n,)))
+        for j, n in enumerate(sizes)
+    ]
+    return params, grads, mu, nu, tuple(slots)
+
+
+MANY = {
+    # 150 small leaves of mixed shapes in two packed buffers (more leaves than one
+    # call takes), a large leaf with a buffer of its own, empty leaves on the way
+    "packed": (
+        [(37,), (5, 7), (64,), (0,)] * 50 + [(300, 70)],
+        [0] * 100 + [1] * 100 + [2],
+    ),
+    "one leaf per buffer": ([(2000,), (3, 1000), (4096,)], [0, 1, 2]),
+}
+
+
+@pytest.mark.parametrize("decoupled_decay", [False, True])
+@pytest.mark.parametrize("case", sorted(MANY))
+def test_many_leaves_match_the_twin(case: str, decoupled_decay: bool) -> None:
+    params, grads, mu, nu, slots = _packed(*MANY[case])
+    c = _coefficients(4, weight_decay=0.05, grad_scale=0.7)
+    fn = jax.jit(lambda *a: adam_step_many(*a, c, slots=slots, decoupled_decay=decoupled_decay))
+    text = fn.lower(params, grads, mu, nu).compile().as_text()
+    live = tuple(s for s, p in zip(slots, params, strict=True) if p.size)
+    calls = len(_calls(live, len(mu)))
+    assert text.count('custom_call_target="jopt_adam') == calls
+    assert calls == (3 if case == "packed" else 1)  # 75 + 75 + 1 leaves
+    got = fn(params, grads, mu, nu)
+    want = jax.jit(lambda *a: _twin(*a, c, slots, decoupled_decay))(params, grads, mu, nu)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.shape == b.shape and a.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+
+
+def test_many_leaves_are_written_in_place_when_donated() -> None:
+    params, grads, mu, nu, slots = _packed(
+        [(1000,)] * (2 * MAX_LEAVES_PER_CALL + 5), [0, 1] * (MAX_LEAVES_PER_CALL + 2) + [0]
+    )
+    before = [x.unsafe_buffer_pointer() for x in (*params, *mu, *nu)]
+    step = jax.jit(
+        lambda p, m, v, g: adam_step_many(p, g, m, v, _coefficients(1), slots=slots),
+        donate_argnums=(0, 1, 2),
+    )
+    new_p, new_m, new_v = step(params, mu, nu, grads)
+    assert [x.unsafe_buffer_pointer() for x in (*new_p, *new_m, *new_v)] == before
+
+
+@pytest.mark.parametrize(
+    "slots, message",
+    [
+        (((0, 0), (0, 4)), "starts at element 4 of state buffer 0, expected 3"),
+        (((0, 0), (1, 0)), "state buffer 0 holds 6 elements, its leaves 3"),
+        (((0, 0),), "slots has 1 entries for 2 leaves"),
+    ],
+)
+def test_slots_that_do_not_tile_the_state_are_an_error(slots: Any, message: str) -> None:
+    leaves = [jnp.ones(3), jnp.ones(3)]
+    state = [jnp.zeros(6), jnp.zeros(3)]
+    with pytest.raises(ValueError, match=message):
+        adam_step_many(leaves, leaves, state, state, _coefficients(1), slots=slots)
+
+
+def test_grad_and_vmap_of_many_leaves_use_the_twin() -> None:
+    params, grads, mu, nu, slots = _packed([(3000,), (40, 30), (7,)], [0, 0, 1])
+    c = _coefficients(2)
+
+    def loss(run: Any, g: list[jax.Array]) -> jax.Array:
+        new_p, new_m, _ = run(params, g, mu, nu)
+        return sum(jnp.sum(x**2) for x in new_p) + sum(jnp.sum(x) for x in new_m)
+
+    kernel = lambda p, g, m, v: adam_step_many(p, g, m, v, c, slots=slots)
+    twin = lambda p, g, m, v: _twin(p, g, m, v, c, slots, False)
+    got = jax.jit(jax.grad(lambda g: loss(kernel, g)))(grads)
+    want = jax.jit(jax.grad(lambda g: loss(twin, g)))(grads)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    stacked = [[jnp.stack([x, 2 * x]) for x in tree] for tree in (params, grads, mu, nu)]
+    stacked[3] = [jnp.abs(x) for x in stacked[3]]
+    got = jax.jit(jax.vmap(kernel))(*stacked)
+    want = jax.vmap(twin)(*stacked)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("shapes", [[(MIN_KERNEL_SIZE,)], [(1000,)] * 300 + [(0,), (77, 3)]])
+def test_sum_of_squares_is_the_float64_sum_to_float32_rounding(shapes: list[Any]) -> None:
+    keys = jax.random.split(jax.random.key(1), len(shapes))
+    leaves = [jax.random.normal(k, s) * 3 for k, s in zip(keys, shapes, strict=True)]
+    fn = jax.jit(jopt.kernels.sum_of_squares)
+    assert "jopt_sum_squares" in fn.lower(leaves).as_text()
+    want = sum(np.sum(np.asarray(x, np.float64) ** 2) for x in leaves)
+    got = fn(leaves)
+    assert got.dtype == jnp.float32
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    assert float(fn(leaves)) == float(got)  # the block order is fixed: deterministic
+    norm = jax.jit(jopt.kernels.global_norm)({str(i): x for i, x in enumerate(leaves)})
+    assert float(norm) == pytest.approx(float(jopt.global_norm(leaves)), rel=1e-6)
+    grad = jax.jit(jax.grad(jopt.kernels.sum_of_squares))(leaves)
+    for g, x in zip(grad, leaves, strict=True):
+        np.testing.assert_allclose(np.asarray(g), 2 * np.asarray(x), rtol=1e-6)
+
+
+def test_sum_of_squares_takes_float32_only_and_global_norm_falls_back() -> None:
+    with pytest.raises(TypeError, match="float32 leaves, got bfloat16"):
+        jopt.kernels.sum_of_squares([jnp.ones(3, jnp.bfloat16)])
+    tree = {"a": jnp.full(MIN_KERNEL_SIZE, 2.0, jnp.bfloat16)}
+    fn = jax.jit(jopt.kernels.global_norm)
+    assert "jopt_sum_squares" not in fn.lower(tree).as_text()
+    assert float(fn(tree)) == pytest.approx(2 * MIN_KERNEL_SIZE**0.5)
