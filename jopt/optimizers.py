@@ -12,17 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-
-from jopt import kernels, stepping
 from jopt import tree as jtree
-from jopt.base import GradientTransformation, OptState, Params, ScalarOrSchedule, Updates
+from jopt.base import GradientTransformation, Params, ScalarOrSchedule
 from jopt.combine import chain
 from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
+from jopt.kernel_steps import (
+    adagrad_plan,
+    adam_plan,
+    momentum_plan,
+    rmsprop_plan,
+    with_kernel_step,
+)
 from jopt.transforms.adaptive import (
-    ScaleByAdamState,
     scale_by_adadelta,
     scale_by_adam,
     scale_by_rms,
@@ -92,8 +94,11 @@ def sgd(
     def build(learning_rate: Any, momentum: Any = None) -> GradientTransformation:
         lr = scale_by_learning_rate(learning_rate)
         if momentum is None:
-            return lr
-        return fuse(chain(trace(momentum, nesterov, accumulator_dtype), lr))
+            return lr  # XLA's loop for p - lr g runs at the memory-bandwidth floor
+        inner = chain(trace(momentum, nesterov, accumulator_dtype), lr)
+        if not nesterov and accumulator_dtype is None:
+            inner = with_kernel_step(inner, momentum_plan(learning_rate, momentum))
+        return fuse(inner)
 
     return with_hyperparams(build, owner="sgd", bounds=bounds, **values)
 
@@ -158,7 +163,7 @@ def adam(
         )
         inner = chain(moments, scale_by_learning_rate(learning_rate))
         if plain:
-            inner = _with_adam_step(inner, b1, b2, eps, eps_root, learning_rate, None)
+            inner = with_kernel_step(inner, adam_plan(b1, b2, eps, eps_root, learning_rate, None))
         return fuse(inner)
 
     return with_hyperparams(
@@ -171,114 +176,6 @@ def adam(
         eps=eps,
         eps_root=eps_root,
     )
-
-
-def _with_adam_step(
-    tx: GradientTransformation,
-    b1: Any,
-    b2: Any,
-    eps: Any,
-    eps_root: Any,
-    learning_rate: Any,
-    weight_decay: Any | None,
-) -> GradientTransformation:
-    """Gives ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)`` a
-    step that applies it with :func:`jopt.kernels.adam_step_many`, all leaves in one call.
-
-    Two entry points: a step over state buffers shaped like the leaves
-    (:func:`jopt.stepping.with_step`), and one for :func:`jopt.fuse`, which hands over
-    the leaves as they are and the layout of its packed state buffers
-    (:func:`jopt.stepping.with_packed_step`), so no leaf is copied into a packed buffer.
-    The kernel takes float32 leaves and moments; any other tree steps as ``update``
-    then ``apply_updates``.
-    """
-
-    def apply(
-        param_leaves: list[Any],
-        grad_leaves: list[Any],
-        count: jax.Array,
-        mu: list[Any],
-        nu: list[Any],
-        slots: Any,
-        grad_scale: jax.Array | None,
-    ) -> tuple[jax.Array, list[Any], list[Any], list[Any]] | None:
-        arrays = [*param_leaves, *grad_leaves, *mu, *nu]
-        if not all(jnp.result_type(x) == jnp.float32 for x in arrays):
-            return None
-        count = jtree.safe_increment(count)
-        coefficients = kernels.AdamCoefficients.of(
-            b1=b1,
-            b2=b2,
-            eps=eps,
-            eps_root=eps_root,
-            count=count,
-            learning_rate=learning_rate,
-            weight_decay=0.0 if weight_decay is None else weight_decay,
-            grad_scale=1.0 if grad_scale is None else grad_scale,
-        )
-        new_params, new_mu, new_nu = kernels.adam_step_many(
-            param_leaves,
-            grad_leaves,
-            mu,
-            nu,
-            coefficients,
-            slots=slots,
-            decoupled_decay=weight_decay is not None,
-        )
-        return count, new_params, new_mu, new_nu
-
-    def adam_state_of(state: tuple[OptState, ...]) -> ScaleByAdamState:
-        adam_state = state[0]
-        if not isinstance(adam_state, ScaleByAdamState):
-            raise TypeError(f"adam step got a {type(adam_state).__name__}, not a ScaleByAdamState")
-        return adam_state
-
-    def step(
-        grads: Updates,
-        state: tuple[OptState, ...],
-        params: Params,
-        grad_scale: jax.Array | None = None,
-        **extra: Any,
-    ) -> tuple[Params, tuple[OptState, ...]]:
-        s = adam_state_of(state)
-        for name, tree in (("state.mu", s.mu), ("state.nu", s.nu)):
-            jtree.check_structure(tree, grads, names=(name, "updates"))
-        jtree.check_structure(params, grads, names=("params", "updates"))
-        leaves, treedef = jax.tree.flatten(params)
-        mu, mu_def = jax.tree.flatten(s.mu)
-        nu, nu_def = jax.tree.flatten(s.nu)
-        done = apply(leaves, jax.tree.leaves(grads), s.count, mu, nu, None, grad_scale)
-        if done is None:
-            return stepping.step_scaled(tx, grads, state, params, grad_scale, extra)
-        count, new_leaves, mu, nu = done
-        mu_tree, nu_tree = jax.tree.unflatten(mu_def, mu), jax.tree.unflatten(nu_def, nu)
-        return jax.tree.unflatten(treedef, new_leaves), (
-            ScaleByAdamState(count, mu_tree, nu_tree),
-            *state[1:],
-        )
-
-    def packed_step(
-        layout: Any,
-        grad_leaves: list[Any],
-        state: tuple[OptState, ...],
-        param_leaves: list[Any],
-        grad_scale: jax.Array | None = None,
-        **extra: Any,
-    ) -> tuple[list[Any], tuple[OptState, ...]] | None:
-        del extra
-        s = adam_state_of(state)
-        keys = [key for key, _, _ in layout.buffers]
-        index = {key: j for j, key in enumerate(keys)}
-        slots = [(index[key], offset) for key, offset in layout.slots]
-        mu, nu = [s.mu[key] for key in keys], [s.nu[key] for key in keys]
-        done = apply(param_leaves, grad_leaves, s.count, mu, nu, slots, grad_scale)
-        if done is None:
-            return None
-        count, new_params, mu, nu = done
-        mu_tree, nu_tree = dict(zip(keys, mu, strict=True)), dict(zip(keys, nu, strict=True))
-        return new_params, (ScaleByAdamState(count, mu_tree, nu_tree), *state[1:])
-
-    return stepping.with_packed_step(stepping.with_step(tx, step), packed_step)
 
 
 _ADAM_BOUNDS = {
@@ -355,12 +252,16 @@ def adamw(
         if no_decay:
             inner = chain(moments, lr)
             if plain:
-                inner = _with_adam_step(inner, b1, b2, eps, eps_root, learning_rate, None)
+                inner = with_kernel_step(
+                    inner, adam_plan(b1, b2, eps, eps_root, learning_rate, None)
+                )
             return fuse(inner)
         if mask is None:
             inner = chain(moments, add_decayed_weights(weight_decay), lr)
             if plain:
-                inner = _with_adam_step(inner, b1, b2, eps, eps_root, learning_rate, weight_decay)
+                inner = with_kernel_step(
+                    inner, adam_plan(b1, b2, eps, eps_root, learning_rate, weight_decay)
+                )
             return fuse(inner)
         return chain(fuse(moments), add_decayed_weights(weight_decay, mask), lr)
 
@@ -437,7 +338,10 @@ def rmsprop(
         ]
         if momentum is not None:
             steps.append(trace(momentum, nesterov))
-        return fuse(chain(*steps))
+        inner = chain(*steps)
+        if not centered and momentum is None and not bias_correction:
+            inner = with_kernel_step(inner, rmsprop_plan(learning_rate, decay, eps, eps_in_sqrt))
+        return fuse(inner)
 
     return with_hyperparams(
         build,
@@ -489,9 +393,12 @@ def adagrad(
     """
     return with_hyperparams(
         lambda learning_rate, eps, initial_accumulator_value: fuse(
-            chain(
-                scale_by_rss(initial_accumulator_value, eps),
-                scale_by_learning_rate(learning_rate),
+            with_kernel_step(
+                chain(
+                    scale_by_rss(initial_accumulator_value, eps),
+                    scale_by_learning_rate(learning_rate),
+                ),
+                adagrad_plan(learning_rate, eps),
             )
         ),
         owner="adagrad",

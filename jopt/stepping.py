@@ -283,10 +283,12 @@ def step(
 
     Update rule: ``u, s <- tx.update(g, s, p);  p <- p + u``, returned as ``(p, s)``.
     The result equals that pair of calls (to rounding: a fused kernel may round
-    differently from XLA's loop in the last bit). :func:`jopt.adam` and
-    :func:`jopt.adamw` (also after :func:`jopt.clip_by_global_norm` in a chain) run
-    fused in-place kernels on CPU float32 parameters (:mod:`jopt.kernels`: one call
-    per 64 leaves, each leaf read where it lies, no packing); under ``jit`` with
+    differently from XLA's loop in the last bit). :func:`jopt.adam`,
+    :func:`jopt.adamw`, :func:`jopt.rmsprop`, :func:`jopt.adagrad` and
+    :func:`jopt.sgd` with momentum (their plain forms; also after
+    :func:`jopt.clip_by_global_norm` in a chain) run fused in-place kernels on CPU
+    float32 parameters (:mod:`jopt.kernels`: one call per 64 leaves, each leaf read
+    where it lies, no packing); under ``jit`` with
     ``params`` and ``state`` donated, the step then reads and writes each parameter
     and state element once. Any transformation, jopt's or optax's, works.
 

@@ -12,6 +12,7 @@ import types
 import pytest
 
 import jopt
+import jopt.kernel_steps
 import jopt.schedules
 import jopt.torch
 import jopt.torch.lr_scheduler
@@ -24,6 +25,8 @@ NAMESPACES = {
     "jopt.tree": jopt.tree,
     "jopt.flat": jopt.flat,
     "jopt.kernels": jopt.kernels,
+    "jopt.kernels.rules": jopt.kernels.rules,
+    "jopt.kernel_steps": jopt.kernel_steps,
     "jopt.stepping": jopt.stepping,
 }
 # Type aliases and plain data (no docstring of their own to carry an example).

@@ -1,7 +1,8 @@
 """jopt.step: update and apply in one call, for every optimizer of both doors and optax.
 
-Where a fused kernel runs (Adam and AdamW on CPU float32), the step may round
-differently from XLA's loop in the last bit; everywhere else it is the same program.
+Where a fused kernel runs (the optax door's SGD with momentum, RMSprop, Adagrad, Adam and
+AdamW on CPU float32), the step may round differently from XLA's loop in the last bit;
+everywhere else it is the same program.
 """
 
 from __future__ import annotations
@@ -37,7 +38,17 @@ CHAINS = {
     ),
 }
 CASES = {**OPTIMIZERS, **CHAINS}
-KERNEL_CASES = ("adam", "adamw", "clip+adamw+schedule", "clip+clip+adam", "optax.clip+jopt.adam")
+KERNELS = {  # the kernel each case's step runs on the CPU (every other case: none)
+    "sgd_momentum": "momentum",
+    "clip+sgd": "momentum",
+    "rmsprop": "rmsprop",
+    "adagrad": "adagrad",
+    "adam": "adam",
+    "clip+clip+adam": "adam",
+    "optax.clip+jopt.adam": "adam",
+    "adamw": "adamw",
+    "clip+adamw+schedule": "adamw",
+}
 
 
 def _params(dtype: Any = jnp.float32) -> dict[str, Any]:
@@ -100,7 +111,8 @@ def test_the_kernel_runs_exactly_where_it_applies(name: str) -> None:
         pytest.fail(f"the CPU kernels did not build here: {jopt.kernels.status()}")
     with standard_promotion():
         text = _lowered(CASES[name](), _params())
-    assert ("jopt_adam" in text) == (name in KERNEL_CASES), name
+    targets = set(re.findall(r"jopt_(\w+)_step_f32", text))
+    assert targets == ({KERNELS[name]} if name in KERNELS else set()), name
 
 
 def test_low_precision_params_step_as_update_then_apply() -> None:

@@ -10,13 +10,17 @@ the same arithmetic, in the same order and rounding, in one vectorised C++ call 
 *all* the leaves where they lie, spread over XLA's thread pool, writing the parameters
 and the state in place (the outputs alias the donated inputs).
 
-- :func:`adam_step_many` / :func:`adam_step`: an Adam(W) step, applied.
+- :func:`step_many`: one optimizer step, applied, for the update rules of
+  :mod:`jopt.kernels.rules` (heavy-ball momentum, RMSprop, Adagrad, Adam, AdamW);
+  :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
-:func:`jopt.step` uses them where they apply (today: :func:`jopt.adam` and
-:func:`jopt.adamw` without ``mask``, ``nesterov``, ``mu_dtype``/``nu_dtype``, on
-float32 parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`);
-on other devices and dtypes the same step runs as XLA code (the kernels' "twins").
+:func:`jopt.step` uses them where they apply (today: the plain forms of
+:func:`jopt.sgd` with momentum, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
+:func:`jopt.adam` and :func:`jopt.adamw`, on float32 parameters, on the CPU,
+optionally behind :func:`jopt.clip_by_global_norm`; see :mod:`jopt.kernel_steps`); on
+other devices and dtypes the same step runs as XLA code (the kernels' "twins"). Plain
+SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth floor.
 The kernels are compiled on first use (see :mod:`jopt.kernels._build`); :func:`status`
 says whether they are in use.
 
@@ -43,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jopt import tree as jtree
+from jopt.kernels import rules
 from jopt.kernels._build import load, status
 from jopt.kernels._primitive import kernel_primitive
 from jopt.transforms.adaptive import _correction
@@ -56,7 +61,9 @@ __all__ = [
     "adam_step_many",
     "available",
     "global_norm",
+    "rules",
     "status",
+    "step_many",
     "sum_of_squares",
 ]
 
@@ -153,7 +160,7 @@ class AdamCoefficients(NamedTuple):
         )
 
 
-# -- Adam ---------------------------------------------------------------------------
+# -- steps ---------------------------------------------------------------------------
 
 
 def _reference(
@@ -164,23 +171,10 @@ def _reference(
     c: AdamCoefficients,
     decoupled_decay: bool,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The kernel's arithmetic on one buffer as XLA code (the twin's core, the tests' oracle).
-
-    Computes in the promoted dtype (at least float32) and rounds each result once to
-    its input's dtype.
-    """
-    dtypes = (p.dtype, m.dtype, v.dtype)
-    ct = jtree.compute_dtype(jtree.promote(p.dtype, g.dtype, m.dtype, v.dtype))
-    c = AdamCoefficients(*(jnp.asarray(x).astype(ct) for x in c))
-    p, g, m, v = (x.astype(ct) for x in (p, g, m, v))
-    g = g * c.grad_scale
-    m = c.c1 * g + c.d1 * m
-    v = c.c2 * (g * g) + c.d2 * v
-    u = (m / c.bc1) / (jnp.sqrt(v / c.bc2 + c.eps_root) + c.eps)
-    if decoupled_decay:
-        u = u + c.weight_decay * p
-    out = (p + u * c.neg_lr, m, v)
-    return tuple(jtree.cast(x, d) for x, d in zip(out, dtypes, strict=True))  # type: ignore[return-value]
+    """Adam's kernel arithmetic on one buffer as XLA code (the tests' oracle)."""
+    kernel = rules.ADAMW if decoupled_decay else rules.ADAM
+    new_p, (new_m, new_v) = kernel.reference(p, g, (m, v), jnp.stack(c))
+    return new_p, new_m, new_v
 
 
 def _members(slots: Slots, num_buffers: int) -> list[list[int]]:
@@ -213,144 +207,150 @@ def _after_all(grads: list[jax.Array]) -> jax.Array:
     return _after_all_bind(*grads)[0]
 
 
-def _calls(slots: Slots, num_buffers: int) -> list[list[int]]:
-    """State buffers grouped into kernel calls: whole buffers, in order, at most
-    :data:`MAX_LEAVES_PER_CALL` leaves per call unless one buffer holds more."""
-    groups: list[list[int]] = []
+def _calls(slots: Slots, num_buffers: int) -> list[tuple[list[int], list[int]]]:
+    """``(leaves, state buffers)`` of each kernel call: whole state buffers, in order,
+    at most :data:`MAX_LEAVES_PER_CALL` leaves per call unless one buffer holds more."""
+    groups: list[tuple[list[int], list[int]]] = []
     count = MAX_LEAVES_PER_CALL
     for j, ids in enumerate(_members(slots, num_buffers)):
         if count + len(ids) > MAX_LEAVES_PER_CALL:
-            groups.append([])
+            groups.append(([], []))
             count = 0
-        groups[-1].append(j)
+        groups[-1][1].append(j)
         count += len(ids)
+    for leaves, buffers in groups:
+        members = set(buffers)
+        leaves.extend(i for i, (j, _) in enumerate(slots) if j in members)
     return groups
 
 
 def _twin(
+    kernel: rules.StepKernel,
     params: list[jax.Array],
     grads: list[jax.Array],
-    mu: list[jax.Array],
-    nu: list[jax.Array],
-    c: AdamCoefficients,
+    states: list[list[jax.Array]],
+    coefficients: jax.Array,
     slots: Slots,
-    decoupled_decay: bool,
-) -> tuple[list[jax.Array], list[jax.Array], list[jax.Array]]:
-    """:func:`adam_step_many` as XLA code: each state buffer's leaves packed into one
-    buffer, updated by :func:`_reference`, and sliced back out (jopt.fuse's program)."""
+) -> tuple[list[jax.Array], list[list[jax.Array]]]:
+    """:func:`step_many` as XLA code: each state buffer's leaves packed into one
+    buffer, stepped by the kernel's reference, and sliced back out (jopt.fuse's
+    program)."""
     new_params: list[Any] = list(params)
-    new_mu, new_nu = list(mu), list(nu)
-    for j, ids in enumerate(_members(slots, len(mu))):
+    new_states = [list(s) for s in states]
+    for j, ids in enumerate(_members(slots, len(states[0]))):
         if not ids:
             continue
-        if len(ids) == 1 and params[ids[0]].shape == mu[j].shape:
+        buffers = tuple(s[j] for s in states)
+        if len(ids) == 1 and params[ids[0]].shape == buffers[0].shape:
             (i,) = ids
-            new_params[i], new_mu[j], new_nu[j] = _reference(
-                params[i], grads[i], mu[j], nu[j], c, decoupled_decay
-            )
-            continue
-        p = jnp.concatenate([jnp.ravel(params[i]) for i in ids])
-        g = jnp.concatenate([jnp.ravel(grads[i]) for i in ids])
-        shape = mu[j].shape
-        flat_p, flat_m, flat_v = _reference(
-            p, g, jnp.ravel(mu[j]), jnp.ravel(nu[j]), c, decoupled_decay
-        )
-        new_mu[j], new_nu[j] = flat_m.reshape(shape), flat_v.reshape(shape)
-        at = 0
-        for i in ids:
-            size = params[i].size
-            piece = jax.lax.slice_in_dim(flat_p, at, at + size).reshape(params[i].shape)
-            new_params[i] = piece.astype(params[i].dtype)
-            at += size
-    return new_params, new_mu, new_nu
+            new_params[i], out = kernel.reference(params[i], grads[i], buffers, coefficients)
+        else:
+            p = jnp.concatenate([jnp.ravel(params[i]) for i in ids])
+            g = jnp.concatenate([jnp.ravel(grads[i]) for i in ids])
+            flat = tuple(jnp.ravel(b) for b in buffers)
+            flat_p, out = kernel.reference(p, g, flat, coefficients)
+            out = tuple(x.reshape(b.shape) for x, b in zip(out, buffers, strict=True))
+            at = 0
+            for i in ids:
+                size = params[i].size
+                piece = jax.lax.slice_in_dim(flat_p, at, at + size).reshape(params[i].shape)
+                new_params[i] = piece.astype(params[i].dtype)
+                at += size
+        for s, x in zip(new_states, out, strict=True):
+            s[j] = x
+    return new_params, new_states
 
 
-def _adam_twin_flat(
-    coefs: jax.Array, *buffers: jax.Array, n: int, k: int, slots: Slots, decoupled_decay: bool
+def _twin_flat(
+    *operands: jax.Array, kernel: rules.StepKernel, n: int, k: int, slots: Slots
 ) -> list[jax.Array]:
-    """:func:`_twin` over the kernel's operands: coefficients, p, g, m, v (flat)."""
-    p, g, m, v = buffers[:n], buffers[n : 2 * n], buffers[2 * n : 2 * n + k], buffers[2 * n + k :]
-    c = AdamCoefficients(*(coefs[i] for i in range(len(AdamCoefficients._fields))))
-    new_p, new_m, new_v = _twin(list(p), list(g), list(m), list(v), c, slots, decoupled_decay)
-    return [*new_p, *new_m, *new_v]
+    """:func:`_twin` over the kernel's operands: coefficients, p, g, then each state."""
+    coefs, p, g = operands[0], list(operands[1 : 1 + n]), list(operands[1 + n : 1 + 2 * n])
+    rest = operands[1 + 2 * n :]
+    states = [list(rest[s * k : (s + 1) * k]) for s in range(len(kernel.states))]
+    new_p, new_states = _twin(kernel, p, g, states, coefs, slots)
+    return [*new_p, *(x for s in new_states for x in s)]
 
 
-_adam_bind = kernel_primitive(
-    "jopt_adam_step",
-    twin=_adam_twin_flat,
-    out_avals=lambda coefs, *avals, n, k, **_: [*avals[:n], *avals[2 * n :]],
-    target=lambda decoupled_decay, **_: (
-        "jopt_adamw_step_f32" if decoupled_decay else "jopt_adam_step_f32"
-    ),
-    # p[i] -> output i; m[j], v[j] -> outputs n + j, n + k + j
-    aliases=lambda num_operands, n, k, **_: {
-        **{1 + i: i for i in range(n)},
-        **{1 + 2 * n + j: n + j for j in range(2 * k)},
-    },
-    attributes=lambda slots, **_: {
-        "owner": np.array([j for j, _ in slots], np.int64),
-        "offset": np.array([at for _, at in slots], np.int64),
-    },
-)
+@functools.cache
+def _bind(kernel: rules.StepKernel) -> Any:
+    num_states = len(kernel.states)
+    return kernel_primitive(
+        f"jopt_{kernel.name}_step",
+        twin=functools.partial(_twin_flat, kernel=kernel),
+        out_avals=lambda coefs, *avals, n, k, **_: [*avals[:n], *avals[2 * n :]],
+        target=lambda **_: kernel.target,
+        # p[i] -> output i; state s, buffer j -> output n + s k + j
+        aliases=lambda num_operands, n, k, **_: {
+            **{1 + i: i for i in range(n)},
+            **{1 + 2 * n + j: n + j for j in range(num_states * k)},
+        },
+        attributes=lambda slots, **_: {
+            "owner": np.array([j for j, _ in slots], np.int64),
+            "offset": np.array([at for _, at in slots], np.int64),
+        },
+    )
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(5, 6))
-def _adam_fused(
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 5))
+def _fused(
+    kernel: rules.StepKernel,
     params: list[jax.Array],
     grads: list[jax.Array],
-    mu: list[jax.Array],
-    nu: list[jax.Array],
-    c: AdamCoefficients,
+    states: list[list[jax.Array]],
+    coefficients: jax.Array,
     slots: Slots,
-    decoupled_decay: bool,
-) -> tuple[list[jax.Array], list[jax.Array], list[jax.Array]]:
-    calls = _calls(slots, len(mu))
+) -> tuple[list[jax.Array], list[list[jax.Array]]]:
+    calls = _calls(slots, len(states[0]))
     if len(calls) > 1:
-        c = c._replace(grad_scale=c.grad_scale + _after_all(grads))
-    coefs = jnp.stack(c)
-    new_p, new_m, new_v = list(params), list(mu), list(nu)
-    for buffers in calls:
+        coefficients = coefficients.at[0].add(_after_all(grads))  # grad_scale + 0
+    new_p, new_states = list(params), [list(s) for s in states]
+    for leaves, buffers in calls:
         local = {j: at for at, j in enumerate(buffers)}
-        ids = [i for i, (j, _) in enumerate(slots) if j in local]
-        n, k = len(ids), len(buffers)
-        out = _adam_bind(
-            coefs,
-            *(params[i] for i in ids),
-            *(grads[i] for i in ids),
-            *(mu[j] for j in buffers),
-            *(nu[j] for j in buffers),
+        n, k = len(leaves), len(buffers)
+        out = _bind(kernel)(
+            coefficients,
+            *(params[i] for i in leaves),
+            *(grads[i] for i in leaves),
+            *(s[j] for s in states for j in buffers),
             n=n,
             k=k,
-            slots=tuple((local[slots[i][0]], slots[i][1]) for i in ids),
-            decoupled_decay=decoupled_decay,
+            slots=tuple((local[slots[i][0]], slots[i][1]) for i in leaves),
         )
-        for i, x in zip(ids, out[:n], strict=True):
+        for i, x in zip(leaves, out[:n], strict=True):
             new_p[i] = x
-        for at, j in enumerate(buffers):
-            new_m[j], new_v[j] = out[n + at], out[n + k + at]
-    return new_p, new_m, new_v
+        for s, new in enumerate(new_states):
+            for at, j in enumerate(buffers):
+                new[j] = out[n + s * k + at]
+    return new_p, new_states
 
 
-@_adam_fused.defjvp
-def _adam_fused_jvp(
-    slots: Slots, decoupled_decay: bool, primals: tuple, tangents: tuple
+@_fused.defjvp
+def _fused_jvp(
+    kernel: rules.StepKernel, slots: Slots, primals: tuple, tangents: tuple
 ) -> tuple[Any, Any]:
     # The kernel computes the values; the XLA twin, the same function, gives the
     # derivatives (its values are discarded).
-    twin = functools.partial(_twin, slots=slots, decoupled_decay=decoupled_decay)
+    def twin(params: Any, grads: Any, states: Any, coefficients: Any) -> Any:
+        return _twin(kernel, params, grads, states, coefficients, slots)
+
     _, tangents_out = jax.jvp(twin, primals, tangents)
-    return _adam_fused(*primals, slots, decoupled_decay), tangents_out
+    return _fused(kernel, *primals, slots), tangents_out
 
 
 def _check_slots(
-    params: Sequence[jax.Array], mu: Sequence[jax.Array], nu: Sequence[jax.Array], slots: Slots
+    params: Sequence[jax.Array], states: Sequence[Sequence[jax.Array]], slots: Slots
 ) -> None:
     if len(slots) != len(params):
         raise ValueError(f"slots has {len(slots)} entries for {len(params)} leaves")
-    for j, (m, v) in enumerate(zip(mu, nu, strict=True)):
-        if m.shape != v.shape:
-            raise ValueError(f"state buffer {j}: mu has shape {m.shape}, nu {v.shape}")
-    for j, ids in enumerate(_members(slots, len(mu))):
+    buffers = states[0]
+    for s, other in enumerate(states[1:], 1):
+        for j, (a, b) in enumerate(zip(buffers, other, strict=True)):
+            if a.shape != b.shape:
+                raise ValueError(
+                    f"state buffer {j}: state 0 has shape {a.shape}, state {s} {b.shape}"
+                )
+    for j, ids in enumerate(_members(slots, len(buffers))):
         at = 0
         for i in ids:
             if slots[i][1] != at:
@@ -359,10 +359,108 @@ def _check_slots(
                     f"expected {at}: the leaves of a buffer must tile it in order"
                 )
             at += int(np.size(params[i]))
-        if at != int(np.size(mu[j])):
+        if at != int(np.size(buffers[j])):
             raise ValueError(
-                f"state buffer {j} holds {int(np.size(mu[j]))} elements, its leaves {at}"
+                f"state buffer {j} holds {int(np.size(buffers[j]))} elements, its leaves {at}"
             )
+
+
+def step_many(
+    kernel: rules.StepKernel,
+    params: Sequence[jax.Array],
+    grads: Sequence[jax.Array],
+    states: Sequence[Sequence[jax.Array]],
+    coefficients: jax.Array,
+    *,
+    slots: Sequence[tuple[int, int]] | None = None,
+) -> tuple[list[jax.Array], list[list[jax.Array]]]:
+    """One optimizer step on many leaves, applied: new ``(params, states)``.
+
+    ``kernel`` is one of :mod:`jopt.kernels.rules` (its docstring gives the update);
+    ``coefficients`` its coefficient vector (``kernel.pack(...)``). ``params[i]`` and
+    ``grads[i]`` are the leaves; ``states[s][j]`` is buffer ``j`` of the kernel's
+    state ``s`` (e.g. Adam's ``mu`` and ``nu``); ``slots[i] = (j, offset)`` says that
+    leaf ``i``'s state is the elements ``offset ...`` of the raveled buffers ``j``
+    (the leaves of a buffer must tile it, in order). ``slots=None`` means one state
+    buffer per leaf, of the leaf's shape. This is the layout :func:`jopt.fuse` gives
+    an optimizer's state.
+
+    On the CPU, with float32 leaves and state and at least :data:`MIN_KERNEL_SIZE`
+    elements in all, fused kernel calls (one per :data:`MAX_LEAVES_PER_CALL` leaves)
+    update every leaf where it lies, in place when the caller donates ``params`` and
+    ``states``. Every call waits for all the gradients, so it runs after the whole
+    backward pass, and XLA need not copy the parameters that the backward pass reads.
+    Anything else runs the same arithmetic as XLA code (``kernel.reference``, to an
+    ulp: XLA places its own fused multiply-adds). Derivatives (``jax.grad`` through a
+    step, for meta-learning) and ``jax.vmap`` work: they use the XLA twin (under
+    ``vmap`` the twin runs).
+
+    Example: SGD with momentum on two leaves whose momentum shares one buffer.
+
+        >>> import jax.numpy as jnp
+        >>> from jopt import kernels
+        >>> c = kernels.rules.MOMENTUM.pack(grad_scale=1.0, d=0.5, neg_lr=-0.1)
+        >>> params, grads = [jnp.ones(2), jnp.ones((1, 3))], [jnp.ones(2), -jnp.ones((1, 3))]
+        >>> trace = [jnp.ones(5)]
+        >>> new_params, (new_trace,) = kernels.step_many(
+        ...     kernels.rules.MOMENTUM, params, grads, [trace], c, slots=[(0, 0), (0, 2)])
+        >>> new_params[1]
+        Array([[1.05, 1.05, 1.05]], dtype=float32)
+        >>> new_trace[0]
+        Array([ 1.5,  1.5, -0.5, -0.5, -0.5], dtype=float32)
+    """
+    params, grads = [jnp.asarray(x) for x in params], [jnp.asarray(x) for x in grads]
+    states = [[jnp.asarray(x) for x in s] for s in states]
+    if len(states) != len(kernel.states):
+        raise ValueError(
+            f"the {kernel.name} kernel keeps {len(kernel.states)} state arrays "
+            f"{list(kernel.states)}, got {len(states)}"
+        )
+    if len(grads) != len(params):
+        raise ValueError(f"{len(params)} params and {len(grads)} grads")
+    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+        if p.shape != g.shape:
+            raise ValueError(f"leaf {i}: params have shape {p.shape}, grads {g.shape}")
+    if slots is None:
+        for s, buffers in enumerate(states):
+            if len(buffers) != len(params) or any(
+                b.shape != p.shape for b, p in zip(buffers, params, strict=True)
+            ):
+                raise ValueError(
+                    f"slots=None needs one {kernel.states[s]} buffer per leaf, of its shape"
+                )
+        slots = tuple((i, 0) for i in range(len(params)))
+    else:
+        slots = tuple((int(j), int(at)) for j, at in slots)
+        _check_slots(params, states, slots)
+    # Empty leaves and buffers stay as they are (the kernel gets no zero-size buffers).
+    keep = [i for i, p in enumerate(params) if p.size]
+    keep_buffers = [j for j, b in enumerate(states[0]) if b.size]
+    renumber = {j: new for new, j in enumerate(keep_buffers)}
+    live_slots = tuple((renumber[slots[i][0]], slots[i][1]) for i in keep)
+    live_p, live_g = [params[i] for i in keep], [grads[i] for i in keep]
+    live_states = [[s[j] for j in keep_buffers] for s in states]
+    use_kernel = (
+        sum(p.size for p in live_p) >= MIN_KERNEL_SIZE
+        and all(
+            x.dtype == jnp.float32 for x in (*live_p, *live_g, *(b for s in live_states for b in s))
+        )
+        and available()
+    )
+    out_p, out_states = list(params), [list(s) for s in states]
+    if not keep:
+        return out_p, out_states
+    coefficients = jnp.asarray(coefficients, jnp.float32)
+    if use_kernel:
+        new_p, new_states = _fused(kernel, live_p, live_g, live_states, coefficients, live_slots)
+    else:
+        new_p, new_states = _twin(kernel, live_p, live_g, live_states, coefficients, live_slots)
+    for i, x in zip(keep, new_p, strict=True):
+        out_p[i] = x
+    for out, new in zip(out_states, new_states, strict=True):
+        for j, x in zip(keep_buffers, new, strict=True):
+            out[j] = x
+    return out_p, out_states
 
 
 def adam_step_many(
@@ -385,23 +483,9 @@ def adam_step_many(
         p <- p + neg_lr * u
 
     which is :func:`jopt.adamw` (``decoupled_decay=True``) or :func:`jopt.adam`
-    followed by :func:`jopt.apply_updates` (to an ulp: XLA places its own fused
-    multiply-adds).
-
-    ``params[i]`` and ``grads[i]`` are the leaves; ``mu[j]`` and ``nu[j]`` the state
-    buffers; ``slots[i] = (j, offset)`` says that leaf ``i``'s moments are the
-    elements ``offset ...`` of the raveled ``mu[j]``/``nu[j]`` (the leaves of a buffer
-    must tile it, in order). ``slots=None`` means one state buffer per leaf, of the
-    leaf's shape. This is the layout :func:`jopt.fuse` gives Adam's state.
-
-    On the CPU, with float32 leaves and buffers and at least :data:`MIN_KERNEL_SIZE`
-    elements in all, fused kernel calls (one per :data:`MAX_LEAVES_PER_CALL` leaves)
-    update every leaf where it lies, in place when the caller donates ``params``,
-    ``mu`` and ``nu``. Every call waits for all the gradients, so it runs after the
-    whole backward pass, and XLA need not copy the parameters that the backward pass
-    reads. Anything else runs the same arithmetic as XLA code. Derivatives
-    (``jax.grad`` through a step, for meta-learning) and ``jax.vmap`` work: they use
-    the XLA twin (under ``vmap`` the twin runs).
+    followed by :func:`jopt.apply_updates` (to an ulp). :func:`step_many` with
+    :data:`jopt.kernels.rules.ADAM` (or ``ADAMW``): see there for ``slots``, where the
+    kernel runs, derivatives and ``vmap``.
 
     References:
         Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
@@ -422,55 +506,12 @@ def adam_step_many(
         >>> new_m[0]
         Array([ 0.1,  0.1, -0.1, -0.1, -0.1], dtype=float32)
     """
-    params, grads, mu, nu = (list(map(jnp.asarray, x)) for x in (params, grads, mu, nu))
-    if len(grads) != len(params) or len(nu) != len(mu):
-        raise ValueError(
-            f"adam_step_many got {len(params)} params and {len(grads)} grads, "
-            f"{len(mu)} mu and {len(nu)} nu buffers"
-        )
-    for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-        if p.shape != g.shape:
-            raise ValueError(f"leaf {i}: params have shape {p.shape}, grads {g.shape}")
-    if slots is None:
-        if len(mu) != len(params):
-            raise ValueError(
-                f"slots=None needs one state buffer per leaf, got {len(mu)} for "
-                f"{len(params)} leaves"
-            )
-        for i, (p, m) in enumerate(zip(params, mu, strict=True)):
-            if p.shape != m.shape:
-                raise ValueError(f"leaf {i}: params have shape {p.shape}, its state {m.shape}")
-        slots = tuple((i, 0) for i in range(len(params)))
-    slots = tuple((int(j), int(at)) for j, at in slots)
-    _check_slots(params, mu, nu, slots)
-    c = AdamCoefficients(*(jnp.asarray(x) for x in coefficients))
-    # Empty leaves and buffers stay as they are (the kernel gets no zero-size buffers).
-    keep = [i for i, p in enumerate(params) if p.size]
-    keep_buffers = [j for j, m in enumerate(mu) if m.size]
-    renumber = {j: new for new, j in enumerate(keep_buffers)}
-    live_slots = tuple((renumber[slots[i][0]], slots[i][1]) for i in keep)
-    live = (
-        [params[i] for i in keep],
-        [grads[i] for i in keep],
-        [mu[j] for j in keep_buffers],
-        [nu[j] for j in keep_buffers],
-    )
-    arrays = [*live[0], *live[1], *live[2], *live[3]]
-    kernel = (
-        sum(p.size for p in live[0]) >= MIN_KERNEL_SIZE
-        and all(x.dtype == jnp.float32 for x in arrays)
-        and available()
-    )
-    out_p, out_m, out_v = list(params), list(mu), list(nu)
-    if not keep:
-        return out_p, out_m, out_v
-    run = _adam_fused if kernel else _twin
-    new_p, new_m, new_v = run(*live, c, live_slots, decoupled_decay)
-    for i, x in zip(keep, new_p, strict=True):
-        out_p[i] = x
-    for j, m, v in zip(keep_buffers, new_m, new_v, strict=True):
-        out_m[j], out_v[j] = m, v
-    return out_p, out_m, out_v
+    if len(nu) != len(mu):
+        raise ValueError(f"{len(mu)} mu and {len(nu)} nu buffers")
+    kernel = rules.ADAMW if decoupled_decay else rules.ADAM
+    coefs = kernel.pack(**{k: jnp.asarray(x) for k, x in coefficients._asdict().items()})
+    new_p, (new_m, new_v) = step_many(kernel, params, grads, [mu, nu], coefs, slots=slots)
+    return new_p, new_m, new_v
 
 
 def adam_step(

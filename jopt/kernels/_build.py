@@ -32,6 +32,10 @@ import jax
 
 SOURCES = ("cpu_kernels.cc",)
 TARGETS = {  # XLA custom-call target name -> exported symbol
+    "jopt_momentum_step_f32": "JoptMomentumStepF32",
+    "jopt_rmsprop_step_f32": "JoptRmspropStepF32",
+    "jopt_rmsprop_eps_outside_step_f32": "JoptRmspropEpsOutsideStepF32",
+    "jopt_adagrad_step_f32": "JoptAdagradStepF32",
     "jopt_adam_step_f32": "JoptAdamStepF32",
     "jopt_adamw_step_f32": "JoptAdamWStepF32",
     "jopt_sum_squares_f32": "JoptSumSquaresF32",

@@ -1,27 +1,23 @@
-// jopt's CPU kernels (XLA FFI handlers), for jopt.step: a fused in-place Adam/AdamW
-// step over any number of float32 leaves, and a sum of squares over any number of
-// float32 leaves (the global norm a clip needs).
+// jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
+// steps (SGD with momentum, RMSprop, Adagrad, Adam, AdamW) over any number of float32
+// leaves, and a sum of squares over any number of float32 leaves (the global norm a
+// clip needs).
 //
-// Both take the leaves where they lie, as separate buffers, so that a model of 1000
-// small leaves costs one kernel call (and one kernel for XLA to compile) instead of a
-// copy into a packed buffer and 1000 slices out of it. The work is one virtual range
-// over all the leaves, split into blocks shared out over XLA's intra-op thread pool.
+// They take the leaves where they lie, as separate buffers, so that a model of 1000
+// small leaves costs a few kernel calls instead of a copy into a packed buffer and
+// 1000 slices out of it. The work is one virtual range over all the leaves, split into
+// blocks shared out over XLA's intra-op thread pool.
 //
-// Adam: one pass reads g, p, m, v and writes p, m, v (28 bytes per parameter, the
-// floor), where XLA's loop for the same update reaches about 60% of the memory
-// bandwidth on a 2-core machine. The arithmetic is jopt's (and optax's) Adam,
+// A step is one pass: Adam reads g, p, m, v and writes p, m, v (28 bytes per
+// parameter, the floor), where XLA's loop for the same update reaches about 60% of
+// the memory bandwidth on a 2-core machine. The arithmetic is jopt's (and optax's),
 // operation for operation and in the same order. XLA's CPU compiler contracts a
 // multiply feeding an add into a fused multiply-add (the product on the left of the
-// add); the kernel spells out the same std::fma calls and is built with
-// -ffp-contract=off, so that it rounds where XLA's loop rounds:
+// add); the kernels spell out the same std::fma calls and are built with
+// -ffp-contract=off, so that they round where XLA's loop rounds (each rule is written
+// out above its struct below). g' = g * grad_scale is a clip_by_global_norm folded in.
 //
-//   g' = g * grad_scale                       (clip_by_global_norm folded in)
-//   m  = fma(c1, g', d1 * m),   v = fma(c2, g'^2, d2 * v)
-//   u  = (m / bc1) / (sqrt(v / bc2 + eps_root) + eps)
-//   u  = fma(wd, p, u)                        (decoupled weight decay, AdamW only)
-//   p  = fma(u, neg_lr, p)
-//
-// The moments of leaf i live in state buffer owner[i] at element offset[i] (jopt.fuse
+// The state of leaf i lives in state buffer owner[i] at element offset[i] (jopt.fuse
 // packs the state of small leaves into shared buffers); the caller checks that the
 // pieces tile each state buffer, the kernel checks that each lies inside it.
 
@@ -29,6 +25,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -94,101 +91,197 @@ std::vector<int64_t> Starts(const std::vector<int64_t>& sizes) {
   return start;
 }
 
-// Coefficients, in this order, as one float32 vector.
-enum Coef { kGradScale, kD1, kC1, kD2, kC2, kBc1, kBc2, kEpsRoot, kEps, kWd, kNegLr, kNumCoefs };
+inline float AsFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+inline uint32_t AsBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
 
-struct AdamLeaf {
+// One leaf's buffers: parameters and gradients, and its piece of each state buffer.
+struct Leaf {
   const float* p;
   const float* g;
-  const float* m;
-  const float* v;
   float* p_out;
-  float* m_out;
-  float* v_out;
+  const float* s[2];
+  float* s_out[2];
 };
 
-// Arguments: coefficients, p[0..n), g[0..n), m[0..k), v[0..k); results: p[0..n),
-// m[0..k), v[0..k), each aliased to its input by the caller.
+// The update rules. Each takes its coefficients (one float32 vector, in the order of
+// its fields) and runs its loop over elements [a, b) of a leaf. The fma calls are
+// where XLA contracts the same expressions in jopt's update + apply_updates.
+
+// Heavy-ball momentum (optax's trace): m = fma(d, m, g'), p = fma(m, -lr, p).
+struct Momentum {
+  static constexpr int kStates = 1, kCoefs = 3;
+  float gs, d, neg_lr;
+  explicit Momentum(const float* c) : gs(c[0]), d(c[1]), neg_lr(c[2]) {}
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict M = L.s[0];
+    float* __restrict PO = L.p_out;
+    float* __restrict MO = L.s_out[0];
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float mi = std::fma(d, M[i], G[i] * gs);
+      MO[i] = mi;
+      PO[i] = std::fma(mi, neg_lr, P[i]);
+    }
+  }
+};
+
+// RMSprop (optax's scale_by_rms): v = fma(c, g'^2, d v); u = g' / sqrt(v + eps)
+// (kEpsInSqrt, optax's rsqrt) or g' / (sqrt(v) + eps); p = fma(u, -lr, p).
+template <bool kEpsInSqrt>
+struct RmsProp {
+  static constexpr int kStates = 1, kCoefs = 5;
+  float gs, d, c, eps, neg_lr;
+  explicit RmsProp(const float* k) : gs(k[0]), d(k[1]), c(k[2]), eps(k[3]), neg_lr(k[4]) {}
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict V = L.s[0];
+    float* __restrict PO = L.p_out;
+    float* __restrict VO = L.s_out[0];
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float gi = G[i] * gs;
+      const float vi = std::fma(c, gi * gi, d * V[i]);
+      const float u = kEpsInSqrt ? (1.0f / std::sqrt(vi + eps)) * gi : gi / (std::sqrt(vi) + eps);
+      VO[i] = vi;
+      PO[i] = std::fma(u, neg_lr, P[i]);
+    }
+  }
+};
+
+// Adagrad (optax's scale_by_rss): s = fma(g', g', s); u = g' / sqrt(s + eps), 0 where
+// s is 0; p = fma(u, -lr, p).
+struct Adagrad {
+  static constexpr int kStates = 1, kCoefs = 3;
+  float gs, eps, neg_lr;
+  explicit Adagrad(const float* c) : gs(c[0]), eps(c[1]), neg_lr(c[2]) {}
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict S = L.s[0];
+    float* __restrict PO = L.p_out;
+    float* __restrict SO = L.s_out[0];
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float gi = G[i] * gs;
+      const float si = std::fma(gi, gi, S[i]);
+      // scale = si > 0 ? 1 / sqrt(si + eps) : 0, as a bit mask: GCC does not
+      // vectorize the select (the loop ran 1.7x slower than XLA's)
+      const float root = 1.0f / std::sqrt(si + eps);
+      const float scale = AsFloat(AsBits(root) & (0u - static_cast<uint32_t>(si > 0.0f)));
+      SO[i] = si;
+      PO[i] = std::fma(scale * gi, neg_lr, P[i]);
+    }
+  }
+};
+
+// Adam(W): m = fma(c1, g', d1 m), v = fma(c2, g'^2, d2 v),
+// u = (m / bc1) / (sqrt(v / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr, p).
 template <bool kDecoupledDecay>
-ffi::Error AdamStep(ffi::ThreadPool pool, ffi::Span<const int64_t> owner,
-                    ffi::Span<const int64_t> offset, ffi::RemainingArgs args,
-                    ffi::RemainingRets rets) {
+struct Adam {
+  static constexpr int kStates = 2, kCoefs = 11;
+  float gs, d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
+  explicit Adam(const float* c)
+      : gs(c[0]), d1(c[1]), c1(c[2]), d2(c[3]), c2(c[4]), bc1(c[5]), bc2(c[6]),
+        eps_root(c[7]), eps(c[8]), wd(c[9]), neg_lr(c[10]) {}
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict M = L.s[0];
+    const float* __restrict V = L.s[1];
+    float* __restrict PO = L.p_out;
+    float* __restrict MO = L.s_out[0];
+    float* __restrict VO = L.s_out[1];
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float gi = G[i] * gs;
+      const float mi = std::fma(c1, gi, d1 * M[i]);
+      const float vi = std::fma(c2, gi * gi, d2 * V[i]);
+      float u = (mi / bc1) / (std::sqrt(vi / bc2 + eps_root) + eps);
+      const float pi = P[i];
+      if (kDecoupledDecay) u = std::fma(wd, pi, u);
+      MO[i] = mi;
+      VO[i] = vi;
+      PO[i] = std::fma(u, neg_lr, pi);
+    }
+  }
+};
+
+// Arguments: coefficients, p[0..n), g[0..n), then for each state s: s[0..k); results:
+// p[0..n), then each state's [0..k), each aliased to its input by the caller. The
+// state of leaf i is in buffer owner[i] of each state, from element offset[i].
+template <typename Op>
+ffi::Error Step(ffi::ThreadPool pool, ffi::Span<const int64_t> owner,
+                ffi::Span<const int64_t> offset, ffi::RemainingArgs args,
+                ffi::RemainingRets rets) {
+  constexpr int64_t S = Op::kStates;
   const int64_t n = static_cast<int64_t>(owner.size());
-  const int64_t k = (static_cast<int64_t>(args.size()) - 1 - 2 * n) / 2;
-  if (static_cast<int64_t>(offset.size()) != n || n < 1 || k < 1 ||
-      static_cast<int64_t>(args.size()) != 1 + 2 * n + 2 * k ||
-      static_cast<int64_t>(rets.size()) != n + 2 * k) {
-    return ffi::Error::InvalidArgument("jopt adam kernel: wrong number of buffers");
+  const int64_t rest = static_cast<int64_t>(args.size()) - 1 - 2 * n;
+  const int64_t k = rest / S;
+  if (static_cast<int64_t>(offset.size()) != n || n < 1 || k < 1 || rest != S * k ||
+      static_cast<int64_t>(rets.size()) != n + S * k) {
+    return ffi::Error::InvalidArgument("jopt step kernel: wrong number of buffers");
   }
   auto coefs = args.get<ffi::Buffer<ffi::F32>>(0);
-  if (!coefs.has_value() || coefs->element_count() != kNumCoefs) {
-    return ffi::Error::InvalidArgument("jopt adam kernel: coefficients must be 11 float32");
+  if (!coefs.has_value() || coefs->element_count() != Op::kCoefs) {
+    return ffi::Error::InvalidArgument("jopt step kernel: wrong coefficients");
   }
-  std::vector<const float*> m_in(k), v_in(k);
-  std::vector<float*> m_out(k), v_out(k);
-  std::vector<int64_t> state_size(k);
-  for (int64_t j = 0; j < k; ++j) {
-    auto m = args.get<ffi::Buffer<ffi::F32>>(1 + 2 * n + j);
-    auto v = args.get<ffi::Buffer<ffi::F32>>(1 + 2 * n + k + j);
-    auto mo = rets.get<ffi::Buffer<ffi::F32>>(n + j);
-    auto vo = rets.get<ffi::Buffer<ffi::F32>>(n + k + j);
-    if (!m.has_value() || !v.has_value() || !mo.has_value() || !vo.has_value()) {
-      return ffi::Error::InvalidArgument("jopt adam kernel: moments must be float32");
+  std::vector<const float*> state_in(S * k);
+  std::vector<float*> state_out(S * k);
+  static_assert(S >= 1, "a step kernel keeps some state");
+  std::vector<int64_t> state_size(k, 0);
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t j = 0; j < k; ++j) {
+      auto in = args.get<ffi::Buffer<ffi::F32>>(1 + 2 * n + s * k + j);
+      auto out = rets.get<ffi::Buffer<ffi::F32>>(n + s * k + j);
+      if (!in.has_value() || !out.has_value()) {
+        return ffi::Error::InvalidArgument("jopt step kernel: the state must be float32");
+      }
+      if (s == 0) state_size[j] = in->element_count();
+      if (in->element_count() != state_size[j]) {
+        return ffi::Error::InvalidArgument("jopt step kernel: state buffers differ in size");
+      }
+      state_in[s * k + j] = in->typed_data();
+      state_out[s * k + j] = (*out)->typed_data();
     }
-    state_size[j] = m->element_count();
-    if (v->element_count() != state_size[j]) {
-      return ffi::Error::InvalidArgument("jopt adam kernel: m and v differ in size");
-    }
-    m_in[j] = m->typed_data();
-    v_in[j] = v->typed_data();
-    m_out[j] = (*mo)->typed_data();
-    v_out[j] = (*vo)->typed_data();
   }
-  std::vector<AdamLeaf> leaves(n);
+  std::vector<Leaf> leaves(n);
   std::vector<int64_t> sizes(n);
   for (int64_t i = 0; i < n; ++i) {
     auto p = args.get<ffi::Buffer<ffi::F32>>(1 + i);
     auto g = args.get<ffi::Buffer<ffi::F32>>(1 + n + i);
     auto po = rets.get<ffi::Buffer<ffi::F32>>(i);
     if (!p.has_value() || !g.has_value() || !po.has_value()) {
-      return ffi::Error::InvalidArgument("jopt adam kernel: p and g must be float32");
+      return ffi::Error::InvalidArgument("jopt step kernel: p and g must be float32");
     }
     const int64_t size = p->element_count(), j = owner[i], at = offset[i];
-    if (g->element_count() != size || j < 0 || j >= k || at < 0 || at + size > state_size[j]) {
-      return ffi::Error::InvalidArgument("jopt adam kernel: a leaf does not fit its state");
+    if (g->element_count() != size || j < 0 || j >= k || at < 0 ||
+        at + size > state_size[j]) {
+      return ffi::Error::InvalidArgument("jopt step kernel: a leaf does not fit its state");
     }
     sizes[i] = size;
-    leaves[i] = {p->typed_data(), g->typed_data(), m_in[j] + at,     v_in[j] + at,
-                 (*po)->typed_data(), m_out[j] + at, v_out[j] + at};
+    Leaf& L = leaves[i];
+    L = {p->typed_data(), g->typed_data(), (*po)->typed_data(), {nullptr, nullptr},
+         {nullptr, nullptr}};
+    for (int64_t s = 0; s < S; ++s) {
+      L.s[s] = state_in[s * k + j] + at;
+      L.s_out[s] = state_out[s * k + j] + at;
+    }
   }
-  const float* c = coefs->typed_data();
-  const float gs = c[kGradScale], d1 = c[kD1], c1 = c[kC1], d2 = c[kD2], c2 = c[kC2];
-  const float bc1 = c[kBc1], bc2 = c[kBc2], eps_root = c[kEpsRoot], eps = c[kEps];
-  const float wd = c[kWd], neg_lr = c[kNegLr];
+  const Op op(coefs->typed_data());
   const std::vector<int64_t> start = Starts(sizes);
   ParallelFor(pool, start.back(), [&](int64_t lo, int64_t hi, int64_t) {
-    ForLeaves(start, lo, hi, [&](int64_t leaf, int64_t a, int64_t b) {
-      const AdamLeaf& L = leaves[leaf];
-      const float* __restrict P = L.p;
-      const float* __restrict G = L.g;
-      const float* __restrict M = L.m;
-      const float* __restrict V = L.v;
-      float* __restrict PO = L.p_out;
-      float* __restrict MO = L.m_out;
-      float* __restrict VO = L.v_out;
-#pragma GCC ivdep
-      for (int64_t i = a; i < b; ++i) {
-        const float gi = G[i] * gs;
-        const float mi = std::fma(c1, gi, d1 * M[i]);
-        const float vi = std::fma(c2, gi * gi, d2 * V[i]);
-        float u = (mi / bc1) / (std::sqrt(vi / bc2 + eps_root) + eps);
-        const float pi = P[i];
-        if (kDecoupledDecay) u = std::fma(wd, pi, u);
-        MO[i] = mi;
-        VO[i] = vi;
-        PO[i] = std::fma(u, neg_lr, pi);
-      }
-    });
+    ForLeaves(start, lo, hi, [&](int64_t leaf, int64_t a, int64_t b) { op(leaves[leaf], a, b); });
   });
   return ffi::Error::Success();
 }
@@ -251,7 +344,7 @@ ffi::Error AfterAll(ffi::RemainingArgs, ffi::Result<ffi::Buffer<ffi::F32>> out) 
 
 }  // namespace
 
-#define JOPT_ADAM_BINDING                          \
+#define JOPT_STEP_BINDING                          \
   ffi::Ffi::Bind()                                 \
       .Ctx<ffi::ThreadPool>()                      \
       .Attr<ffi::Span<const int64_t>>("owner")     \
@@ -259,8 +352,13 @@ ffi::Error AfterAll(ffi::RemainingArgs, ffi::Result<ffi::Buffer<ffi::F32>> out) 
       .RemainingArgs()                             \
       .RemainingRets()
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdamStepF32, AdamStep<false>, JOPT_ADAM_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdamWStepF32, AdamStep<true>, JOPT_ADAM_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptMomentumStepF32, Step<Momentum>, JOPT_STEP_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptRmspropStepF32, Step<RmsProp<true>>, JOPT_STEP_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptRmspropEpsOutsideStepF32, Step<RmsProp<false>>,
+                              JOPT_STEP_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdagradStepF32, Step<Adagrad>, JOPT_STEP_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdamStepF32, Step<Adam<false>>, JOPT_STEP_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdamWStepF32, Step<Adam<true>>, JOPT_STEP_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptSumSquaresF32, SumSquares,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()

@@ -24,6 +24,8 @@ from jopt.kernels import (
     _twin,
     adam_step,
     adam_step_many,
+    rules,
+    step_many,
 )
 
 
@@ -208,19 +210,32 @@ MANY = {
 }
 
 
-@pytest.mark.parametrize("decoupled_decay", [False, True])
+def _coefficient_values(kernel: rules.StepKernel) -> dict[str, Any]:
+    adam = _coefficients(4, weight_decay=0.05, grad_scale=0.7, eps_root=1e-9)._asdict()
+    values = dict(grad_scale=0.7, d=0.9, c=0.1, eps=1e-7, neg_lr=-0.01)
+    return {
+        k: adam[k] if kernel.name.startswith("adam") else values[k] for k in kernel.coefficients
+    }
+
+
+def _states(kernel: rules.StepKernel, mu: list[jax.Array], nu: list[jax.Array]) -> list[Any]:
+    # first moments and momenta may be negative; squares are not
+    return [mu if name in ("mu", "trace") else nu for name in kernel.states]
+
+
+@pytest.mark.parametrize("kernel", rules.KERNELS, ids=lambda k: k.name)
 @pytest.mark.parametrize("case", sorted(MANY))
-def test_many_leaves_match_the_twin(case: str, decoupled_decay: bool) -> None:
+def test_many_leaves_match_the_twin(case: str, kernel: rules.StepKernel) -> None:
     params, grads, mu, nu, slots = _packed(*MANY[case])
-    c = _coefficients(4, weight_decay=0.05, grad_scale=0.7)
-    fn = jax.jit(lambda *a: adam_step_many(*a, c, slots=slots, decoupled_decay=decoupled_decay))
-    text = fn.lower(params, grads, mu, nu).compile().as_text()
+    states = _states(kernel, mu, nu)
+    c = kernel.pack(**_coefficient_values(kernel))
+    fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c, slots=slots))
+    text = fn.lower(params, grads, states).compile().as_text()
     live = tuple(s for s, p in zip(slots, params, strict=True) if p.size)
     calls = len(_calls(live, len(mu)))
-    assert text.count('custom_call_target="jopt_adam') == calls
-    assert calls == (3 if case == "packed" else 1)  # 75 + 75 + 1 leaves
-    got = fn(params, grads, mu, nu)
-    want = jax.jit(lambda *a: _twin(*a, c, slots, decoupled_decay))(params, grads, mu, nu)
+    assert text.count(f'custom_call_target="{kernel.target}"') == calls
+    got = fn(params, grads, states)
+    want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert a.shape == b.shape and a.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
@@ -262,8 +277,11 @@ def test_grad_and_vmap_of_many_leaves_use_the_twin() -> None:
         new_p, new_m, _ = run(params, g, mu, nu)
         return sum(jnp.sum(x**2) for x in new_p) + sum(jnp.sum(x) for x in new_m)
 
+    def twin(p: Any, g: Any, m: Any, v: Any) -> Any:
+        new_p, (new_m, new_v) = _twin(rules.ADAM, p, g, [m, v], jnp.stack(c), slots)
+        return new_p, new_m, new_v
+
     kernel = lambda p, g, m, v: adam_step_many(p, g, m, v, c, slots=slots)
-    twin = lambda p, g, m, v: _twin(p, g, m, v, c, slots, False)
     got = jax.jit(jax.grad(lambda g: loss(kernel, g)))(grads)
     want = jax.jit(jax.grad(lambda g: loss(twin, g)))(grads)
     for a, b in zip(got, want, strict=True):

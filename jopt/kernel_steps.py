@@ -1,0 +1,266 @@
+"""Steps that run jopt's fused kernels for the optax door's optimizers (:func:`jopt.step`).
+
+:func:`with_kernel_step` gives an elementwise transformation (a chain such as
+``scale_by_adam`` then ``scale_by_learning_rate``) two step functions that apply it
+with :func:`jopt.kernels.step_many`: one over state trees shaped like the parameters
+(:func:`jopt.stepping.with_step`), one for :func:`jopt.fuse`, which hands over the
+leaves where they lie and the layout of its packed state buffers
+(:func:`jopt.stepping.with_packed_step`), so no leaf is copied into a packed buffer.
+
+What is specific to an optimizer is a *plan*: from the transformation's state (and the
+folded clip scale) it gives the kernel, its coefficient vector, the state trees the
+kernel updates, and how to rebuild the state from the updated trees. Float32 leaves
+and state take the kernel (on the CPU; XLA code elsewhere); any other tree steps as
+``update`` then ``apply_updates``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import jopt
+    >>> tx = jopt.sgd(0.1, momentum=0.9)
+    >>> params = {"w": jnp.ones(3)}
+    >>> params, state = jopt.step(tx, {"w": jnp.ones(3)}, tx.init(params), params)
+    >>> params["w"]
+    Array([0.9, 0.9, 0.9], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jopt import kernels, stepping
+from jopt import tree as jtree
+from jopt.base import GradientTransformation, OptState, Params, Updates
+from jopt.kernels import rules
+
+__all__ = [
+    "Plan",
+    "PlanFn",
+    "adagrad_plan",
+    "adam_plan",
+    "momentum_plan",
+    "rmsprop_plan",
+    "with_kernel_step",
+]
+
+
+class Plan(NamedTuple):
+    """How one step of an optimizer maps onto a kernel.
+
+    ``kernel``: the :class:`jopt.kernels.rules.StepKernel`; ``coefficients``: its
+    vector; ``trees``: the state trees (or dicts of fused buffers) it updates, in the
+    kernel's order; ``rebuild``: the new state from the updated trees.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jopt.kernel_steps import Plan
+        >>> from jopt.kernels import rules
+        >>> c = rules.MOMENTUM.pack(grad_scale=1.0, d=0.9, neg_lr=-0.1)
+        >>> plan = Plan(rules.MOMENTUM, c, [{"w": jnp.zeros(2)}], lambda trees: trees[0])
+        >>> plan.kernel.states
+        ('trace',)
+    """
+
+    kernel: rules.StepKernel
+    coefficients: jax.Array
+    trees: list[Any]
+    rebuild: Callable[[list[Any]], OptState]
+
+
+PlanFn = Callable[[OptState, "jax.Array | None"], Plan]
+
+
+def _float32(arrays: Any) -> bool:
+    return all(jnp.result_type(x) == jnp.float32 for x in arrays)
+
+
+def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransformation:
+    """``tx`` with step functions that run ``plan``'s kernel (see the module).
+
+    Example:
+        >>> import jopt
+        >>> jopt.stepping.step_of(jopt.sgd(0.1, momentum=0.9)) is not None
+        True
+    """
+
+    def step(
+        grads: Updates,
+        state: OptState,
+        params: Params,
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[Params, OptState]:
+        p = plan(state, grad_scale)
+        jtree.check_structure(params, grads, names=("params", "updates"))
+        for name, tree in zip(p.kernel.states, p.trees, strict=True):
+            jtree.check_structure(tree, grads, names=(f"state.{name}", "updates"))
+        leaves, treedef = jax.tree.flatten(params)
+        grad_leaves = jax.tree.leaves(grads)
+        flat = [jax.tree.flatten(tree) for tree in p.trees]
+        states = [s for s, _ in flat]
+        if not _float32([*leaves, *grad_leaves, *(x for s in states for x in s)]):
+            return stepping.step_scaled(tx, grads, state, params, grad_scale, extra)
+        new_leaves, new_states = kernels.step_many(
+            p.kernel, leaves, grad_leaves, states, p.coefficients
+        )
+        trees = [jax.tree.unflatten(d, s) for (_, d), s in zip(flat, new_states, strict=True)]
+        return jax.tree.unflatten(treedef, new_leaves), p.rebuild(trees)
+
+    def packed_step(
+        layout: Any,
+        grad_leaves: list[Any],
+        state: OptState,
+        param_leaves: list[Any],
+        grad_scale: jax.Array | None = None,
+        **extra: Any,
+    ) -> tuple[list[Any], OptState] | None:
+        del extra
+        p = plan(state, grad_scale)
+        keys = [key for key, _, _ in layout.buffers]
+        index = {key: j for j, key in enumerate(keys)}
+        states = [[tree[key] for key in keys] for tree in p.trees]
+        if not _float32([*param_leaves, *grad_leaves, *(x for s in states for x in s)]):
+            return None
+        slots = [(index[key], offset) for key, offset in layout.slots]
+        new_params, new_states = kernels.step_many(
+            p.kernel, param_leaves, grad_leaves, states, p.coefficients, slots=slots
+        )
+        trees = [dict(zip(keys, s, strict=True)) for s in new_states]
+        return new_params, p.rebuild(trees)
+
+    return stepping.with_packed_step(stepping.with_step(tx, step), packed_step)
+
+
+def _first(state: OptState, kind: type, who: str) -> Any:
+    first = state[0] if isinstance(state, tuple) and not hasattr(state, "_fields") else state
+    if not isinstance(first, kind):
+        raise TypeError(f"{who} step got a {type(first).__name__}, not a {kind.__name__}")
+    return first
+
+
+def _scale(grad_scale: jax.Array | None) -> Any:
+    return 1.0 if grad_scale is None else grad_scale
+
+
+def momentum_plan(learning_rate: Any, momentum: Any) -> PlanFn:
+    """SGD with heavy-ball momentum: ``chain(trace(momentum), scale_by_learning_rate)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> from jopt.kernel_steps import momentum_plan
+        >>> state = jopt.trace(0.9).init(jnp.zeros(2)), ()
+        >>> momentum_plan(0.1, 0.9)(state, None).kernel.states
+        ('trace',)
+    """
+    from jopt.transforms.momentum import TraceState
+
+    def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
+        s = _first(state, TraceState, "momentum")
+        d, _ = jtree.decay_pair(momentum, jnp.float32)
+        c = rules.MOMENTUM.pack(grad_scale=_scale(grad_scale), d=d, neg_lr=-learning_rate)
+
+        def rebuild(trees: list[Any]) -> OptState:
+            return (TraceState(jtree.safe_increment(s.count), trees[0]), *state[1:])
+
+        return Plan(rules.MOMENTUM, c, [s.trace], rebuild)
+
+    return plan
+
+
+def rmsprop_plan(learning_rate: Any, decay: Any, eps: Any, eps_in_sqrt: bool) -> PlanFn:
+    """RMSprop without centering, momentum or bias correction:
+    ``chain(scale_by_rms, scale_by_learning_rate)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> from jopt.kernel_steps import rmsprop_plan
+        >>> state = jopt.scale_by_rms().init(jnp.zeros(2)), ()
+        >>> rmsprop_plan(0.1, 0.9, 1e-8, True)(state, None).kernel.name
+        'rmsprop'
+    """
+    from jopt.transforms.adaptive import ScaleByRmsState
+
+    kernel = rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE
+
+    def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
+        s = _first(state, ScaleByRmsState, "rmsprop")
+        d, c = jtree.decay_pair(decay, jnp.float32)
+        coefs = kernel.pack(grad_scale=_scale(grad_scale), d=d, c=c, eps=eps, neg_lr=-learning_rate)
+
+        def rebuild(trees: list[Any]) -> OptState:
+            return (ScaleByRmsState(jtree.safe_increment(s.count), trees[0]), *state[1:])
+
+        return Plan(kernel, coefs, [s.nu], rebuild)
+
+    return plan
+
+
+def adagrad_plan(learning_rate: Any, eps: Any) -> PlanFn:
+    """Adagrad: ``chain(scale_by_rss, scale_by_learning_rate)`` (eps inside the root).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> from jopt.kernel_steps import adagrad_plan
+        >>> state = jopt.scale_by_rss().init(jnp.zeros(2)), ()
+        >>> adagrad_plan(0.1, 1e-7)(state, None).kernel.states
+        ('sum_of_squares',)
+    """
+    from jopt.transforms.adaptive import ScaleByRssState
+
+    def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
+        s = _first(state, ScaleByRssState, "adagrad")
+        c = rules.ADAGRAD.pack(grad_scale=_scale(grad_scale), eps=eps, neg_lr=-learning_rate)
+        return Plan(
+            rules.ADAGRAD,
+            c,
+            [s.sum_of_squares],
+            lambda trees: (ScaleByRssState(trees[0]), *state[1:]),
+        )
+
+    return plan
+
+
+def adam_plan(
+    b1: Any, b2: Any, eps: Any, eps_root: Any, learning_rate: Any, weight_decay: Any | None
+) -> PlanFn:
+    """Adam (``weight_decay=None``) or AdamW:
+    ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> from jopt.kernel_steps import adam_plan
+        >>> state = jopt.scale_by_adam().init(jnp.zeros(2)), ()
+        >>> adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01)(state, None).kernel.name
+        'adamw'
+    """
+    from jopt.transforms.adaptive import ScaleByAdamState
+
+    kernel = rules.ADAM if weight_decay is None else rules.ADAMW
+
+    def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
+        s = _first(state, ScaleByAdamState, "adam")
+        count = jtree.safe_increment(s.count)
+        c = kernels.AdamCoefficients.of(
+            b1=b1,
+            b2=b2,
+            eps=eps,
+            eps_root=eps_root,
+            count=count,
+            learning_rate=learning_rate,
+            weight_decay=0.0 if weight_decay is None else weight_decay,
+            grad_scale=_scale(grad_scale),
+        )
+
+        def rebuild(trees: list[Any]) -> OptState:
+            return (ScaleByAdamState(count, *trees), *state[1:])
+
+        return Plan(kernel, kernel.pack(**c._asdict()), [s.mu, s.nu], rebuild)
+
+    return plan

@@ -1,0 +1,176 @@
+"""The update rules that jopt's fused step kernels implement, with their XLA twins.
+
+A :class:`StepKernel` names a C++ kernel (its FFI target in ``cpu_kernels.cc``), its
+state arrays and the order of its coefficients, and gives the same update as XLA code
+(:meth:`StepKernel.reference`): the twin that runs on other devices and dtypes, gives
+derivatives and batching, and is the tests' oracle. Each rule is its optimizer's
+``update`` followed by ``apply_updates``, operation for operation, with ``g`` first
+multiplied by ``grad_scale`` (a folded :func:`jopt.clip_by_global_norm`) and
+``neg_lr = -learning_rate``.
+
+Adding an optimizer to :func:`jopt.step`'s kernels is: a loop in ``cpu_kernels.cc``, a
+``StepKernel`` here, and a recipe in :mod:`jopt.optimizers` that maps its state and
+hyperparameters onto them.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jopt.kernels import rules
+    >>> c = rules.MOMENTUM.pack(grad_scale=1.0, d=0.9, neg_lr=-0.1)
+    >>> p, (m,) = rules.MOMENTUM.reference(jnp.ones(2), jnp.ones(2), (jnp.ones(2),), c)
+    >>> p, m
+    (Array([0.81, 0.81], dtype=float32), Array([1.9, 1.9], dtype=float32))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jopt import tree as jtree
+
+__all__ = [
+    "ADAGRAD",
+    "ADAM",
+    "ADAMW",
+    "KERNELS",
+    "MOMENTUM",
+    "RMSPROP",
+    "RMSPROP_EPS_OUTSIDE",
+    "Rule",
+    "StepKernel",
+]
+
+Rule = Callable[
+    [jax.Array, jax.Array, tuple[jax.Array, ...], dict[str, jax.Array]],
+    tuple[jax.Array, tuple[jax.Array, ...]],
+]
+
+
+class StepKernel(NamedTuple):
+    """A fused step kernel: ``name``, FFI ``target``, ``states`` (the names of its state
+    arrays, each shaped like the parameters), ``coefficients`` (the names, in the
+    order of the kernel's coefficient vector) and ``rule`` (the update as XLA code on
+    one buffer, in the compute dtype).
+
+    Example:
+        >>> from jopt.kernels import rules
+        >>> rules.ADAM.states, rules.ADAM.target
+        (('mu', 'nu'), 'jopt_adam_step_f32')
+    """
+
+    name: str
+    target: str
+    states: tuple[str, ...]
+    coefficients: tuple[str, ...]
+    rule: Rule
+
+    def pack(self, **values: Any) -> jax.Array:
+        """The coefficient vector (float32, in the kernel's order) from named values.
+
+        Example:
+            >>> from jopt.kernels import rules
+            >>> rules.MOMENTUM.pack(grad_scale=1.0, d=0.5, neg_lr=-0.5)
+            Array([ 1. ,  0.5, -0.5], dtype=float32)
+        """
+        missing = [k for k in self.coefficients if k not in values]
+        extra = [k for k in values if k not in self.coefficients]
+        if missing or extra:
+            raise TypeError(
+                f"{self.name} kernel coefficients: missing {missing}, unexpected {extra}; "
+                f"it takes {list(self.coefficients)}"
+            )
+        return jnp.stack([jtree.scalar(values[k], jnp.float32) for k in self.coefficients])
+
+    def reference(
+        self, p: jax.Array, g: jax.Array, states: tuple[jax.Array, ...], coefficients: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        """The step on one buffer as XLA code: new ``(p, states)``.
+
+        Computes in the promoted dtype (at least float32) and rounds each result once to
+        its input's dtype.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jopt.kernels import rules
+            >>> c = rules.MOMENTUM.pack(grad_scale=2.0, d=0.5, neg_lr=-0.25)
+            >>> rules.MOMENTUM.reference(jnp.ones(2), jnp.ones(2), (jnp.zeros(2),), c)[0]
+            Array([0.5, 0.5], dtype=float32)
+        """
+        ct = jtree.compute_dtype(jtree.promote(p.dtype, g.dtype, *(s.dtype for s in states)))
+        c = {k: coefficients[i].astype(ct) for i, k in enumerate(self.coefficients)}
+        new_p, new_states = self.rule(
+            p.astype(ct), g.astype(ct) * c["grad_scale"], tuple(s.astype(ct) for s in states), c
+        )
+        return jtree.cast(new_p, p.dtype), tuple(
+            jtree.cast(x, s.dtype) for x, s in zip(new_states, states, strict=True)
+        )
+
+
+def _momentum(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+    m = c["d"] * s[0] + g
+    return p + m * c["neg_lr"], (m,)
+
+
+def _rmsprop(eps_in_sqrt: bool) -> Rule:
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        v = c["c"] * (g * g) + c["d"] * s[0]
+        u = jax.lax.rsqrt(v + c["eps"]) * g if eps_in_sqrt else g / (jnp.sqrt(v) + c["eps"])
+        return p + u * c["neg_lr"], (v,)
+
+    return rule
+
+
+def _adagrad(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+    total = g * g + s[0]
+    scale = jnp.where(total > 0, jax.lax.rsqrt(total + c["eps"]), jnp.zeros((), total.dtype))
+    return p + (scale * g) * c["neg_lr"], (total,)
+
+
+def _adam(decoupled_decay: bool) -> Rule:
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        m = c["c1"] * g + c["d1"] * s[0]
+        v = c["c2"] * (g * g) + c["d2"] * s[1]
+        u = (m / c["bc1"]) / (jnp.sqrt(v / c["bc2"] + c["eps_root"]) + c["eps"])
+        if decoupled_decay:
+            u = u + c["weight_decay"] * p
+        return p + u * c["neg_lr"], (m, v)
+
+    return rule
+
+
+_ADAM_COEFFICIENTS = (
+    "grad_scale", "d1", "c1", "d2", "c2", "bc1", "bc2", "eps_root", "eps", "weight_decay", "neg_lr",
+)  # fmt: skip
+
+MOMENTUM = StepKernel(
+    "momentum", "jopt_momentum_step_f32", ("trace",), ("grad_scale", "d", "neg_lr"), _momentum
+)
+"""``m <- d m + g;  p <- p + neg_lr m``: :func:`jopt.sgd` with momentum ``d``."""
+RMSPROP = StepKernel(
+    "rmsprop",
+    "jopt_rmsprop_step_f32",
+    ("nu",),
+    ("grad_scale", "d", "c", "eps", "neg_lr"),
+    _rmsprop(eps_in_sqrt=True),
+)
+"""``v <- c g^2 + d v;  p <- p + neg_lr g / sqrt(v + eps)``: :func:`jopt.rmsprop`."""
+RMSPROP_EPS_OUTSIDE = RMSPROP._replace(
+    name="rmsprop_eps_outside",
+    target="jopt_rmsprop_eps_outside_step_f32",
+    rule=_rmsprop(eps_in_sqrt=False),
+)
+"""RMSprop with ``g / (sqrt(v) + eps)`` (``eps_in_sqrt=False``)."""
+ADAGRAD = StepKernel(
+    "adagrad", "jopt_adagrad_step_f32", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"),
+    _adagrad,
+)  # fmt: skip
+"""``s <- s + g^2;  p <- p + neg_lr g / sqrt(s + eps)`` (0 where s = 0): :func:`jopt.adagrad`."""
+ADAM = StepKernel("adam", "jopt_adam_step_f32", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False))
+"""Adam (see :func:`jopt.kernels.adam_step_many`)."""
+ADAMW = StepKernel("adamw", "jopt_adamw_step_f32", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True))
+"""AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
+
+KERNELS = (MOMENTUM, RMSPROP, RMSPROP_EPS_OUTSIDE, ADAGRAD, ADAM, ADAMW)
