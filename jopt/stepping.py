@@ -26,8 +26,8 @@ How a transformation takes part (the protocol, for authors of transformations):
 - :func:`with_packed_step` attaches a second step function for transformations that
   :func:`jopt.fuse` wraps: it gets the gradient and parameter leaves as they are and
   the layout of fuse's packed state buffers, and may read each leaf where it lies
-  instead of from a packed copy (one kernel call over all leaves, see
-  :func:`jopt.kernels.adam_step_many`). It returns ``None`` to decline, and fuse then
+  instead of from a packed copy (a kernel call per 64 leaves, see
+  :func:`jopt.kernels.step_many`). It returns ``None`` to decline, and fuse then
   packs the leaves and calls the ordinary step.
 - Anything without a step function steps as ``update`` then ``apply_updates``.
 

@@ -319,3 +319,26 @@ def test_sum_of_squares_takes_float32_only_and_global_norm_falls_back() -> None:
     fn = jax.jit(jopt.kernels.global_norm)
     assert "jopt_sum_squares" not in fn.lower(tree).as_text()
     assert float(fn(tree)) == pytest.approx(2 * MIN_KERNEL_SIZE**0.5)
+
+
+@pytest.mark.parametrize("kernel", rules.KERNELS, ids=lambda k: k.name)
+@pytest.mark.parametrize("seed", range(2))
+def test_random_layouts_match_the_twin(seed: int, kernel: rules.StepKernel) -> None:
+    """Random leaf counts, shapes (empty ones too) and packings."""
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(1, 3 * MAX_LEAVES_PER_CALL))
+    shapes = [
+        tuple(int(d) for d in rng.integers(0, 40, size=rng.integers(0, 3))) for _ in range(count)
+    ]
+    shapes[int(rng.integers(count))] = (int(rng.integers(MIN_KERNEL_SIZE, 3 * MIN_KERNEL_SIZE)),)
+    buffers = np.sort(rng.integers(0, int(rng.integers(1, 6)), size=count))
+    buffers = np.unique(buffers, return_inverse=True)[1]  # no empty state buffer
+    params, grads, mu, nu, slots = _packed(shapes, [int(b) for b in buffers], seed)
+    states = _states(kernel, mu, nu)
+    c = kernel.pack(**_coefficient_values(kernel))
+    fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c, slots=slots))
+    assert kernel.target in fn.lower(params, grads, states).as_text()
+    got = fn(params, grads, states)
+    want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
