@@ -227,10 +227,18 @@ def adagrad_plan(learning_rate: Any, eps: Any) -> PlanFn:
 
 
 def adam_plan(
-    b1: Any, b2: Any, eps: Any, eps_root: Any, learning_rate: Any, weight_decay: Any | None
+    b1: Any,
+    b2: Any,
+    eps: Any,
+    eps_root: Any,
+    learning_rate: Any,
+    weight_decay: Any | None,
+    *,
+    precise_bias_correction: bool = False,
 ) -> PlanFn:
     """Adam (``weight_decay=None``) or AdamW:
-    ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``.
+    ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``, with
+    ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's).
 
     Example:
         >>> import jax.numpy as jnp
@@ -256,6 +264,7 @@ def adam_plan(
             learning_rate=learning_rate,
             weight_decay=0.0 if weight_decay is None else weight_decay,
             grad_scale=_scale(grad_scale),
+            precise_bias_correction=precise_bias_correction,
         )
 
         def rebuild(trees: list[Any]) -> OptState:

@@ -32,6 +32,8 @@ CHAINS = {
     "optax.adamw": lambda: optax.adamw(0.01),
     "optax.clip+jopt.adam": lambda: jopt.chain(optax.clip_by_global_norm(1.0), jopt.adam(0.01)),
     "jopt.clip+optax.adam": lambda: jopt.chain(jopt.clip_by_global_norm(1.0), optax.adam(0.01)),
+    "torch.Adam_no_decay": lambda: jopt.torch.Adam(lr=0.01, betas=(0.8, 0.99)),
+    "torch.AdamW_schedule": lambda: jopt.torch.AdamW(lr=SCHEDULE, weight_decay=0.05),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
         jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
@@ -48,6 +50,9 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "optax.clip+jopt.adam": "adam",
     "adamw": "adamw",
     "clip+adamw+schedule": "adamw",
+    "torch.AdamW": "adamw",
+    "torch.Adam_no_decay": "adam",
+    "torch.AdamW_schedule": "adamw",
 }
 
 
@@ -206,6 +211,36 @@ def test_step_agrees_with_optax_over_100_steps() -> None:
             p2, s2 = optax_step(g, s2, p2)
         for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [("Adam", dict(lr=0.01, betas=(0.8, 0.99))), ("AdamW", dict(lr=0.01, weight_decay=0.05))],
+)
+def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(
+    name: str, kwargs: dict[str, Any]
+) -> None:
+    """The kernel path of jopt.torch.Adam(W) against the real torch.optim, step by step."""
+    import torch
+
+    ours = getattr(jopt.torch, name)(**kwargs)
+    params = _params()
+    leaves = jax.tree.leaves(params)
+    tensors = [torch.nn.Parameter(torch.tensor(np.asarray(x))) for x in leaves]
+    theirs = getattr(torch.optim, name)(tensors, **kwargs)
+    step = jax.jit(lambda g, s, p: jopt.step(ours, g, s, p))
+    assert (
+        f"jopt_{name.lower()}_step_f32" in step.lower(params, ours.init(params), params).as_text()
+    )
+    p, s = params, ours.init(params)
+    for t in range(100):
+        g = _grads(t, params)
+        p, s = step(g, s, p)
+        for tensor, grad in zip(tensors, jax.tree.leaves(g), strict=True):
+            tensor.grad = torch.tensor(np.asarray(grad))
+        theirs.step()
+        for a, b in zip(jax.tree.leaves(p), tensors, strict=True):
+            np.testing.assert_allclose(np.asarray(a), b.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_extra_arguments_reach_the_update() -> None:

@@ -17,8 +17,9 @@ and the state in place (the outputs alias the donated inputs).
 
 :func:`jopt.step` uses them where they apply (today: the plain forms of
 :func:`jopt.sgd` with momentum, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
-:func:`jopt.adam` and :func:`jopt.adamw`, on float32 parameters, on the CPU,
-optionally behind :func:`jopt.clip_by_global_norm`; see :mod:`jopt.kernel_steps`); on
+:func:`jopt.adam` and :func:`jopt.adamw`, and of :func:`jopt.torch.Adam` and
+:func:`jopt.torch.AdamW`, on float32 parameters, on the CPU, optionally behind
+:func:`jopt.clip_by_global_norm`; see :mod:`jopt.kernel_steps`); on
 other devices and dtypes the same step runs as XLA code (the kernels' "twins"). Plain
 SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth floor.
 The kernels are compiled on first use (see :mod:`jopt.kernels._build`); :func:`status`
@@ -138,11 +139,13 @@ class AdamCoefficients(NamedTuple):
         weight_decay: Any = 0.0,
         grad_scale: Any = 1.0,
         dtype: Any = jnp.float32,
+        precise_bias_correction: bool = False,
     ) -> AdamCoefficients:
         """The coefficients exactly as :func:`jopt.scale_by_adam`,
         :func:`jopt.add_decayed_weights` and :func:`jopt.scale_by_learning_rate` compute
         them at step ``count`` (counted from 1). Hyperparameters may be traced or
-        :class:`jopt.tree.SplitScalar`."""
+        :class:`jopt.tree.SplitScalar`; ``precise_bias_correction`` is
+        :func:`jopt.scale_by_adam`'s (torch's full-precision ``1 - b^t``)."""
         d1, c1 = jtree.decay_pair(b1, dtype)
         d2, c2 = jtree.decay_pair(b2, dtype)
         return cls(
@@ -151,8 +154,8 @@ class AdamCoefficients(NamedTuple):
             c1=c1,
             d2=d2,
             c2=c2,
-            bc1=_correction(b1, count, dtype),
-            bc2=_correction(b2, count, dtype),
+            bc1=_correction(b1, count, dtype, precise_bias_correction),
+            bc2=_correction(b2, count, dtype, precise_bias_correction),
             eps_root=jtree.scalar(eps_root, dtype),
             eps=jtree.scalar(eps, dtype),
             weight_decay=jtree.scalar(weight_decay, dtype),

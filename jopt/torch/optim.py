@@ -27,6 +27,7 @@ from jopt.base import GradientTransformation, ScalarOrSchedule
 from jopt.combine import chain
 from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
+from jopt.kernel_steps import adam_plan, with_kernel_step
 from jopt.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
@@ -182,6 +183,20 @@ def _adam(
         else:
             moments = scale_by_adam(betas[0], betas[1], eps, precise_bias_correction=True)
         decay = add_decayed_weights(weight_decay) if has_decay else None
+        if not (amsgrad or maximize or (has_decay and not decoupled)):
+            # chain(moments, [decoupled decay], lr): optax's Adam(W) rule with torch's
+            # bias correction, which jopt.step runs as a fused kernel
+            inner = chain(*(t for t in (moments, decay, scale_by_learning_rate(lr)) if t))
+            plan = adam_plan(
+                betas[0],
+                betas[1],
+                eps,
+                0.0,
+                lr,
+                weight_decay if has_decay else None,
+                precise_bias_correction=True,
+            )
+            return fuse(with_kernel_step(inner, plan))
         return _recipe(
             maximize,
             None if decoupled else decay,
@@ -219,6 +234,10 @@ def Adam(
         amsgrad: v_t <- max(v_max, v_t)   (the raw moment, before bias correction)
         p_t = p_{t-1} - lr_t (m_t / (1 - b1^t)) / (sqrt(v_t / (1 - b2^t)) + eps)
         decoupled_weight_decay: p_{t-1} <- p_{t-1} (1 - lr_t weight_decay) first (AdamW)
+
+    Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`) unless ``amsgrad``, ``maximize`` or a coupled
+    ``weight_decay`` is set (torch's ``fused=True``, whose argument is ignored here).
 
     Args:
         lr: learning rate (float or schedule).
