@@ -65,6 +65,10 @@ def sgd(
 
     Hyperparameters in the state: ``learning_rate``, ``momentum``.
 
+    Stepped with :func:`jopt.step`, momentum without ``nesterov`` or
+    ``accumulator_dtype`` runs a fused in-place kernel on CPU float32 parameters
+    (:mod:`jopt.kernels`); plain SGD runs XLA's loop, already at the memory floor.
+
     References:
         Robbins & Monro, 1951; Sutskever et al., ICML 2013; optax ``sgd``.
 
@@ -210,8 +214,8 @@ def adamw(
     i.e. ``p_t = p_{t-1} - lr_t * d_t - lr_t * wd * p_{t-1}``: the decay is scaled by
     the learning rate, as in torch's ``AdamW``. Note the defaults differ: optax (and
     so this function) uses ``weight_decay=1e-4``, torch ``1e-2``
-    (:func:`jopt.torch.AdamW` follows torch). Stepped with :func:`jopt.step`, large
-    float32 buffers on the CPU run a fused in-place kernel (:mod:`jopt.kernels`)
+    (:func:`jopt.torch.AdamW` follows torch). Stepped with :func:`jopt.step`,
+    float32 parameters on the CPU run a fused in-place kernel (:mod:`jopt.kernels`)
     unless ``mask``, ``nesterov`` or a moment dtype is set.
 
     Args:
@@ -311,6 +315,10 @@ def rmsprop(
         nesterov: Nesterov momentum (needs ``momentum``).
         bias_correction: debias the EMAs.
 
+    Stepped with :func:`jopt.step`, RMSprop without ``centered``, ``momentum`` or
+    ``bias_correction`` runs a fused in-place kernel on CPU float32 parameters
+    (:mod:`jopt.kernels`).
+
     Hyperparameters in the state: ``learning_rate``, ``decay``, ``eps``, ``momentum``
     (fixed: ``initial_scale``).
 
@@ -377,6 +385,9 @@ def adagrad(
         learning_rate: a float or a schedule.
         initial_accumulator_value: starting value of the sum (fixed: used by init).
         eps: added inside the root.
+
+    Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`).
 
     Hyperparameters in the state: ``learning_rate``, ``eps`` (fixed:
     ``initial_accumulator_value``).
