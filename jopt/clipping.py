@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jopt import stepping
+from jopt import kernels, stepping
 from jopt import tree as jtree
 from jopt.base import GradientTransformation, OptState, Params, Updates, stateless
 from jopt.fused import _is_packed_key
@@ -180,8 +180,8 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     """
     _check_threshold("max_norm", max_norm)
 
-    def factor(updates: Updates) -> jax.Array:
-        norm = jtree.global_norm(updates)
+    def factor(updates: Updates, norm_of: Any = jtree.global_norm) -> jax.Array:
+        norm = norm_of(updates)
         return _factor(norm, jtree.scalar(max_norm, norm.dtype))
 
     def clipped(updates: Updates, params: Params | None) -> Updates:
@@ -191,11 +191,8 @@ def clip_by_global_norm(max_norm: float | jax.Array) -> GradientTransformation:
     def scale_fn(updates: Updates, state: OptState, params: Params | None) -> tuple[Any, OptState]:
         # Folded into jopt.step: the norm comes from one kernel call over all the
         # leaves where it can (jopt.kernels.global_norm), the same value to rounding.
-        from jopt import kernels  # jopt.kernels imports the transforms that import this
-
         del params
-        norm = kernels.global_norm(updates)
-        return _factor(norm, jtree.scalar(max_norm, norm.dtype)), state
+        return factor(updates, kernels.global_norm), state
 
     return stepping.with_scale(stateless(clipped), scale_fn)
 

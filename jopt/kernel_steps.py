@@ -1,11 +1,10 @@
-"""Steps that run jopt's fused kernels for the optax door's optimizers (:func:`jopt.step`).
+"""Steps that run jopt's fused kernels for both doors' optimizers (:func:`jopt.step`).
 
 :func:`with_kernel_step` gives an elementwise transformation (a chain such as
-``scale_by_adam`` then ``scale_by_learning_rate``) two step functions that apply it
-with :func:`jopt.kernels.step_many`: one over state trees shaped like the parameters
-(:func:`jopt.stepping.with_step`), one for :func:`jopt.fuse`, which hands over the
-leaves where they lie and the layout of its packed state buffers
-(:func:`jopt.stepping.with_packed_step`), so no leaf is copied into a packed buffer.
+``scale_by_adam`` then ``scale_by_learning_rate``), wrapped in :func:`jopt.fuse`, a
+packed step (:func:`jopt.stepping.with_packed_step`) that applies it with
+:func:`jopt.kernels.step_many`: fuse hands over the leaves where they lie and the
+layout of its packed state buffers, so no leaf is copied into a packed buffer.
 
 What is specific to an optimizer is a *plan*: from the transformation's state (and the
 folded clip scale) it gives the kernel, its coefficient vector, the state trees the
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 
 from jopt import kernels, stepping
 from jopt import tree as jtree
-from jopt.base import GradientTransformation, OptState, Params, Updates
+from jopt.base import GradientTransformation, OptState
 from jopt.kernels import rules
 
 __all__ = [
@@ -78,36 +77,17 @@ def _float32(arrays: Any) -> bool:
 
 
 def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransformation:
-    """``tx`` with step functions that run ``plan``'s kernel (see the module).
+    """``tx`` with a packed step that runs ``plan``'s kernel, for :func:`jopt.fuse`.
+
+    ``tx`` must be wrapped in :func:`jopt.fuse` (every stateful optimizer is): fuse
+    hands the step its layout and the leaves; a tree that is not all float32 is
+    declined, and fuse steps it as ``update`` then ``apply_updates``.
 
     Example:
         >>> import jopt
         >>> jopt.stepping.step_of(jopt.sgd(0.1, momentum=0.9)) is not None
         True
     """
-
-    def step(
-        grads: Updates,
-        state: OptState,
-        params: Params,
-        grad_scale: jax.Array | None = None,
-        **extra: Any,
-    ) -> tuple[Params, OptState]:
-        p = plan(state, grad_scale)
-        jtree.check_structure(params, grads, names=("params", "updates"))
-        for name, tree in zip(p.kernel.states, p.trees, strict=True):
-            jtree.check_structure(tree, grads, names=(f"state.{name}", "updates"))
-        leaves, treedef = jax.tree.flatten(params)
-        grad_leaves = jax.tree.leaves(grads)
-        flat = [jax.tree.flatten(tree) for tree in p.trees]
-        states = [s for s, _ in flat]
-        if not _float32([*leaves, *grad_leaves, *(x for s in states for x in s)]):
-            return stepping.step_scaled(tx, grads, state, params, grad_scale, extra)
-        new_leaves, new_states = kernels.step_many(
-            p.kernel, leaves, grad_leaves, states, p.coefficients
-        )
-        trees = [jax.tree.unflatten(d, s) for (_, d), s in zip(flat, new_states, strict=True)]
-        return jax.tree.unflatten(treedef, new_leaves), p.rebuild(trees)
 
     def packed_step(
         layout: Any,
@@ -131,7 +111,7 @@ def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransf
         trees = [dict(zip(keys, s, strict=True)) for s in new_states]
         return new_params, p.rebuild(trees)
 
-    return stepping.with_packed_step(stepping.with_step(tx, step), packed_step)
+    return stepping.with_packed_step(tx, packed_step)
 
 
 def _first(state: OptState, kind: type, who: str) -> Any:

@@ -20,13 +20,21 @@ from jopt.kernels import (
     MIN_KERNEL_SIZE,
     AdamCoefficients,
     _calls,
-    _reference,
     _twin,
     adam_step,
     adam_step_many,
     rules,
     step_many,
 )
+
+
+def _reference(
+    p: jax.Array, g: jax.Array, m: jax.Array, v: jax.Array, c: AdamCoefficients, decoupled: bool
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Adam's kernel arithmetic on one buffer as XLA code (its rule's reference)."""
+    kernel = rules.ADAMW if decoupled else rules.ADAM
+    new_p, (new_m, new_v) = kernel.reference(p, g, (m, v), jnp.stack(c))
+    return new_p, new_m, new_v
 
 
 def _coefficients(count: int, **kw: Any) -> AdamCoefficients:
