@@ -8,8 +8,9 @@ layout of its packed state buffers, so no leaf is copied into a packed buffer.
 
 What is specific to an optimizer is a *plan*: from the transformation's state (and the
 folded clip scale) it gives the kernel, its coefficient vector, the state trees the
-kernel updates, and how to rebuild the state from the updated trees. Float32 leaves
-and state take the kernel (on the CPU; XLA code elsewhere); any other tree steps as
+kernel updates, and how to rebuild the state from the updated trees. Float32 leaves,
+with state in a dtype the kernel keeps (float32; bfloat16 for momentum and Adam's
+moments), take the kernel (on the CPU; XLA code elsewhere); any other tree steps as
 ``update`` then ``apply_updates``.
 
 Example:
@@ -40,6 +41,7 @@ __all__ = [
     "PlanFn",
     "adagrad_plan",
     "adam_plan",
+    "keeps",
     "momentum_plan",
     "rmsprop_plan",
     "with_kernel_step",
@@ -72,16 +74,28 @@ class Plan(NamedTuple):
 PlanFn = Callable[[OptState, "jax.Array | None"], Plan]
 
 
-def _float32(arrays: Any) -> bool:
-    return all(jnp.result_type(x) == jnp.float32 for x in arrays)
+def keeps(kernel: rules.StepKernel, *dtypes: Any) -> bool:
+    """Whether ``kernel`` keeps its states in ``dtypes`` (one per state; None is the
+    parameters' dtype, float32 wherever the kernel runs): an optimizer whose state
+    dtypes it keeps gets a kernel step.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jopt.kernel_steps import keeps
+        >>> from jopt.kernels import rules
+        >>> keeps(rules.ADAM, None, jnp.bfloat16), keeps(rules.ADAM, jnp.float16, None)
+        (True, False)
+    """
+    return kernel.target(*(jnp.float32 if d is None else d for d in dtypes)) is not None
 
 
 def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransformation:
     """``tx`` with a packed step that runs ``plan``'s kernel, for :func:`jopt.fuse`.
 
     ``tx`` must be wrapped in :func:`jopt.fuse` (every stateful optimizer is): fuse
-    hands the step its layout and the leaves; a tree that is not all float32 is
-    declined, and fuse steps it as ``update`` then ``apply_updates``.
+    hands the step its layout and the leaves; leaves that are not float32, or state
+    the kernel does not keep, are declined, and fuse steps them as ``update`` then
+    ``apply_updates``.
 
     Example:
         >>> import jopt
@@ -102,7 +116,10 @@ def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransf
         keys = [key for key, _, _ in layout.buffers]
         index = {key: j for j, key in enumerate(keys)}
         states = [[tree[key] for key in keys] for tree in p.trees]
-        if not _float32([*param_leaves, *grad_leaves, *(x for s in states for x in s)]):
+        leaves = [*param_leaves, *grad_leaves]
+        if p.kernel.target_for(states) is None or not all(
+            jnp.result_type(x) == jnp.float32 for x in leaves
+        ):
             return None
         slots = [(index[key], offset) for key, offset in layout.slots]
         new_params, new_states = kernels.step_many(

@@ -20,10 +20,12 @@ from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
 from jopt.kernel_steps import (
     adagrad_plan,
     adam_plan,
+    keeps,
     momentum_plan,
     rmsprop_plan,
     with_kernel_step,
 )
+from jopt.kernels import rules
 from jopt.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
@@ -65,8 +67,8 @@ def sgd(
 
     Hyperparameters in the state: ``learning_rate``, ``momentum``.
 
-    Stepped with :func:`jopt.step`, momentum without ``nesterov`` or
-    ``accumulator_dtype`` runs a fused in-place kernel on CPU float32 parameters
+    Stepped with :func:`jopt.step`, momentum without ``nesterov`` (its buffer in
+    float32 or bfloat16) runs a fused in-place kernel on CPU float32 parameters
     (:mod:`jopt.kernels`); plain SGD runs XLA's loop, already at the memory floor.
 
     References:
@@ -100,7 +102,7 @@ def sgd(
         if momentum is None:
             return lr  # XLA's loop for p - lr g runs at the memory-bandwidth floor
         inner = chain(trace(momentum, nesterov, accumulator_dtype), lr)
-        if not nesterov and accumulator_dtype is None:
+        if not nesterov and keeps(rules.MOMENTUM, accumulator_dtype):
             inner = with_kernel_step(inner, momentum_plan(learning_rate, momentum))
         return fuse(inner)
 
@@ -127,7 +129,8 @@ def adam(
 
     With ``nesterov=True`` this is NAdam (see :func:`jopt.scale_by_adam`). Stepped
     with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`) unless ``nesterov`` or a moment dtype is set.
+    kernel (:mod:`jopt.kernels`), the moments in float32 or bfloat16, unless
+    ``nesterov`` is set.
 
     Args:
         learning_rate: a float or a schedule.
@@ -159,7 +162,7 @@ def adam(
         [0.19989562]
         [0.29961646]
     """
-    plain = not nesterov and mu_dtype is None and nu_dtype is None
+    plain = not nesterov and keeps(rules.ADAM, mu_dtype, nu_dtype)
 
     def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any):
         moments = scale_by_adam(
@@ -215,8 +218,8 @@ def adamw(
     the learning rate, as in torch's ``AdamW``. Note the defaults differ: optax (and
     so this function) uses ``weight_decay=1e-4``, torch ``1e-2``
     (:func:`jopt.torch.AdamW` follows torch). Stepped with :func:`jopt.step`,
-    float32 parameters on the CPU run a fused in-place kernel (:mod:`jopt.kernels`)
-    unless ``mask``, ``nesterov`` or a moment dtype is set.
+    float32 parameters on the CPU run a fused in-place kernel (:mod:`jopt.kernels`),
+    the moments in float32 or bfloat16, unless ``mask`` or ``nesterov`` is set.
 
     Args:
         learning_rate: a float or a schedule.
@@ -252,7 +255,7 @@ def adamw(
             b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
         )
         lr = scale_by_learning_rate(learning_rate)
-        plain = not nesterov and mu_dtype is None and nu_dtype is None
+        plain = not nesterov and keeps(rules.ADAMW, mu_dtype, nu_dtype)
         if no_decay:
             inner = chain(moments, lr)
             if plain:

@@ -19,7 +19,8 @@ and the state in place (the outputs alias the donated inputs).
 :func:`jopt.sgd` with momentum, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
 :func:`jopt.adam` and :func:`jopt.adamw`, and of :func:`jopt.torch.Adam` and
 :func:`jopt.torch.AdamW`, on float32 parameters, on the CPU, optionally behind
-:func:`jopt.clip_by_global_norm`; see :mod:`jopt.kernel_steps`); on
+:func:`jopt.clip_by_global_norm`; momentum and Adam's moments may be kept in bfloat16;
+see :mod:`jopt.kernel_steps`); on
 other devices and dtypes the same step runs as XLA code (the kernels' "twins"). Plain
 SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth floor.
 The kernels are compiled on first use (see :mod:`jopt.kernels._build`); :func:`status`
@@ -252,9 +253,10 @@ def _twin(
 
 
 def _twin_flat(
-    *operands: jax.Array, kernel: rules.StepKernel, n: int, k: int, slots: Slots
+    *operands: jax.Array, kernel: rules.StepKernel, n: int, k: int, slots: Slots, target: str
 ) -> list[jax.Array]:
     """:func:`_twin` over the kernel's operands: coefficients, p, g, then each state."""
+    del target
     coefs, p, g = operands[0], list(operands[1 : 1 + n]), list(operands[1 + n : 1 + 2 * n])
     rest = operands[1 + 2 * n :]
     states = [list(rest[s * k : (s + 1) * k]) for s in range(len(kernel.states))]
@@ -269,7 +271,7 @@ def _bind(kernel: rules.StepKernel) -> Any:
         f"jopt_{kernel.name}_step",
         twin=functools.partial(_twin_flat, kernel=kernel),
         out_avals=lambda coefs, *avals, n, k, **_: [*avals[:n], *avals[2 * n :]],
-        target=lambda **_: kernel.target,
+        target=lambda target, **_: target,
         # p[i] -> output i; state s, buffer j -> output n + s k + j
         aliases=lambda num_operands, n, k, **_: {
             **{1 + i: i for i in range(n)},
@@ -291,6 +293,7 @@ def _fused(
     coefficients: jax.Array,
     slots: Slots,
 ) -> tuple[list[jax.Array], list[list[jax.Array]]]:
+    target = kernel.target_for(states)
     calls = _calls(slots, len(states[0]))
     if len(calls) > 1:
         coefficients = coefficients.at[0].add(_after_all(grads))  # grad_scale + 0
@@ -306,6 +309,7 @@ def _fused(
             n=n,
             k=k,
             slots=tuple((local[slots[i][0]], slots[i][1]) for i in leaves),
+            target=target,
         )
         for i, x in zip(leaves, out[:n], strict=True):
             new_p[i] = x
@@ -375,8 +379,10 @@ def step_many(
     buffer per leaf, of the leaf's shape. This is the layout :func:`jopt.fuse` gives
     an optimizer's state.
 
-    On the CPU, with float32 leaves and state and at least :data:`MIN_KERNEL_SIZE`
-    elements in all, fused kernel calls (one per :data:`MAX_LEAVES_PER_CALL` leaves)
+    On the CPU, with float32 leaves, each state's buffers in one of the dtypes the
+    kernel keeps (``kernel.storage``: float32, and bfloat16 for momentum and Adam's
+    moments) and at least :data:`MIN_KERNEL_SIZE` elements in all, fused kernel calls
+    (one per :data:`MAX_LEAVES_PER_CALL` leaves)
     update every leaf where it lies, in place when the caller donates ``params`` and
     ``states``. Every call waits for all the gradients, so it runs after the whole
     backward pass, and XLA need not copy the parameters that the backward pass reads.
@@ -432,9 +438,8 @@ def step_many(
     live_states = [[s[j] for j in keep_buffers] for s in states]
     use_kernel = (
         sum(p.size for p in live_p) >= MIN_KERNEL_SIZE
-        and all(
-            x.dtype == jnp.float32 for x in (*live_p, *live_g, *(b for s in live_states for b in s))
-        )
+        and all(x.dtype == jnp.float32 for x in (*live_p, *live_g))
+        and kernel.target_for(live_states) is not None
         and available()
     )
     out_p, out_states = list(params), [list(s) for s in states]

@@ -5,7 +5,7 @@ are compiled on the user's machine, the first time a step asks for one, with the
 system's C++ compiler and the FFI headers that ship with jaxlib, for the host's
 instruction set (``-march=native``). The shared library is cached under the user's
 cache directory, keyed by the source, the flags, the compiler, jaxlib's version and
-the CPU, so a machine compiles it once (about 6 s on a 2-core CPU). Writes go to a
+the CPU, so a machine compiles it once (about 8 s on a 2-core CPU). Writes go to a
 temporary file that is renamed, so a build interrupted half-way is never loaded.
 
 Without a compiler, or with ``JOPT_KERNELS=0`` in the environment, nothing is built
@@ -30,17 +30,14 @@ from pathlib import Path
 
 import jax
 
+from jopt.kernels import rules
+
 SOURCES = ("cpu_kernels.cc",)
-TARGETS = {  # XLA custom-call target name -> exported symbol
-    "jopt_momentum_step_f32": "JoptMomentumStepF32",
-    "jopt_rmsprop_step_f32": "JoptRmspropStepF32",
-    "jopt_rmsprop_eps_outside_step_f32": "JoptRmspropEpsOutsideStepF32",
-    "jopt_adagrad_step_f32": "JoptAdagradStepF32",
-    "jopt_adam_step_f32": "JoptAdamStepF32",
-    "jopt_adamw_step_f32": "JoptAdamWStepF32",
-    "jopt_sum_squares_f32": "JoptSumSquaresF32",
-    "jopt_after_all": "JoptAfterAll",
-}
+TARGETS = (  # XLA custom-call targets, each exported under its own name
+    *(target for kernel in rules.KERNELS for target in kernel.targets()),
+    "jopt_sum_squares_f32",
+    "jopt_after_all",
+)
 FLAGS = (
     "-O3",
     "-march=native",
@@ -157,9 +154,9 @@ def _load_locked() -> str | None:
     try:
         path = _build(compiler)
         lib = ctypes.cdll.LoadLibrary(str(path))
-        for target, symbol in TARGETS.items():
+        for target in TARGETS:
             jax.ffi.register_ffi_target(
-                target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu"
+                target, jax.ffi.pycapsule(getattr(lib, target)), platform="cpu"
             )
     except (OSError, RuntimeError, AttributeError) as e:
         return str(e)

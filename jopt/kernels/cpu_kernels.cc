@@ -1,7 +1,7 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
 // steps (SGD with momentum, RMSprop, Adagrad, Adam, AdamW) over any number of float32
-// leaves, and a sum of squares over any number of float32 leaves (the global norm a
-// clip needs).
+// leaves, with state in float32 or (momentum, Adam, AdamW) bfloat16, and a sum of
+// squares over any number of float32 leaves (the global norm a clip needs).
 //
 // They take the leaves where they lie, as separate buffers, so that a model of 1000
 // small leaves costs a few kernel calls instead of a copy into a packed buffer and
@@ -102,13 +102,37 @@ inline uint32_t AsBits(float f) {
   return u;
 }
 
-// One leaf's buffers: parameters and gradients, and its piece of each state buffer.
+// How a state array is stored. The arithmetic is float32 either way: a bfloat16
+// element is widened exactly, and a result is rounded once as jopt.tree.cast rounds
+// it: to nearest even, a finite value beyond bfloat16's range saturating to its
+// largest finite value, NaN staying NaN (quieted), infinities staying infinite.
+struct F32 {
+  using T = float;
+  static constexpr ffi::DataType kType = ffi::DataType::F32;
+  static float Load(const T* x, int64_t i) { return x[i]; }
+  static void Store(T* x, int64_t i, float v) { x[i] = v; }
+};
+struct BF16 {
+  using T = uint16_t;
+  static constexpr ffi::DataType kType = ffi::DataType::BF16;
+  static float Load(const T* x, int64_t i) { return AsFloat(static_cast<uint32_t>(x[i]) << 16); }
+  static void Store(T* x, int64_t i, float v) {
+    const uint32_t u = AsBits(v), magnitude = u & 0x7FFFFFFFu;
+    const uint32_t nearest_even = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;  // inf stays inf
+    const uint32_t overflow = magnitude < 0x7F800000u && (nearest_even & 0x7FFFu) == 0x7F80u;
+    const uint32_t out = magnitude > 0x7F800000u ? (u >> 16) | 0x40u : nearest_even - overflow;
+    x[i] = static_cast<uint16_t>(out);
+  }
+};
+
+// One leaf's buffers: parameters and gradients, and its piece of each state buffer
+// (typed by the rule that reads it).
 struct Leaf {
   const float* p;
   const float* g;
   float* p_out;
-  const float* s[2];
-  float* s_out[2];
+  const void* s[2];
+  void* s_out[2];
 };
 
 // The update rules. Each takes its coefficients (one float32 vector, in the order of
@@ -116,20 +140,22 @@ struct Leaf {
 // where XLA contracts the same expressions in jopt's update + apply_updates.
 
 // Heavy-ball momentum (optax's trace): m = fma(d, m, g'), p = fma(m, -lr, p).
+template <typename SM>
 struct Momentum {
   static constexpr int kStates = 1, kCoefs = 3;
+  static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType};
   float gs, d, neg_lr;
   explicit Momentum(const float* c) : gs(c[0]), d(c[1]), neg_lr(c[2]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
-    const float* __restrict M = L.s[0];
+    const typename SM::T* __restrict M = static_cast<const typename SM::T*>(L.s[0]);
     float* __restrict PO = L.p_out;
-    float* __restrict MO = L.s_out[0];
+    typename SM::T* __restrict MO = static_cast<typename SM::T*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float mi = std::fma(d, M[i], G[i] * gs);
-      MO[i] = mi;
+      const float mi = std::fma(d, SM::Load(M, i), G[i] * gs);
+      SM::Store(MO, i, mi);
       PO[i] = std::fma(mi, neg_lr, P[i]);
     }
   }
@@ -140,14 +166,15 @@ struct Momentum {
 template <bool kEpsInSqrt>
 struct RmsProp {
   static constexpr int kStates = 1, kCoefs = 5;
+  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32};
   float gs, d, c, eps, neg_lr;
   explicit RmsProp(const float* k) : gs(k[0]), d(k[1]), c(k[2]), eps(k[3]), neg_lr(k[4]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
-    const float* __restrict V = L.s[0];
+    const float* __restrict V = static_cast<const float*>(L.s[0]);
     float* __restrict PO = L.p_out;
-    float* __restrict VO = L.s_out[0];
+    float* __restrict VO = static_cast<float*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
       const float gi = G[i] * gs;
@@ -163,14 +190,15 @@ struct RmsProp {
 // s is 0; p = fma(u, -lr, p).
 struct Adagrad {
   static constexpr int kStates = 1, kCoefs = 3;
+  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32};
   float gs, eps, neg_lr;
   explicit Adagrad(const float* c) : gs(c[0]), eps(c[1]), neg_lr(c[2]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
-    const float* __restrict S = L.s[0];
+    const float* __restrict S = static_cast<const float*>(L.s[0]);
     float* __restrict PO = L.p_out;
-    float* __restrict SO = L.s_out[0];
+    float* __restrict SO = static_cast<float*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
       const float gi = G[i] * gs;
@@ -187,9 +215,10 @@ struct Adagrad {
 
 // Adam(W): m = fma(c1, g', d1 m), v = fma(c2, g'^2, d2 v),
 // u = (m / bc1) / (sqrt(v / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr, p).
-template <bool kDecoupledDecay>
+template <bool kDecoupledDecay, typename SM, typename SV>
 struct Adam {
   static constexpr int kStates = 2, kCoefs = 11;
+  static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType, SV::kType};
   float gs, d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
   explicit Adam(const float* c)
       : gs(c[0]), d1(c[1]), c1(c[2]), d2(c[3]), c2(c[4]), bc1(c[5]), bc2(c[6]),
@@ -197,21 +226,21 @@ struct Adam {
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
-    const float* __restrict M = L.s[0];
-    const float* __restrict V = L.s[1];
+    const typename SM::T* __restrict M = static_cast<const typename SM::T*>(L.s[0]);
+    const typename SV::T* __restrict V = static_cast<const typename SV::T*>(L.s[1]);
     float* __restrict PO = L.p_out;
-    float* __restrict MO = L.s_out[0];
-    float* __restrict VO = L.s_out[1];
+    typename SM::T* __restrict MO = static_cast<typename SM::T*>(L.s_out[0]);
+    typename SV::T* __restrict VO = static_cast<typename SV::T*>(L.s_out[1]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
       const float gi = G[i] * gs;
-      const float mi = std::fma(c1, gi, d1 * M[i]);
-      const float vi = std::fma(c2, gi * gi, d2 * V[i]);
+      const float mi = std::fma(c1, gi, d1 * SM::Load(M, i));
+      const float vi = std::fma(c2, gi * gi, d2 * SV::Load(V, i));
       float u = (mi / bc1) / (std::sqrt(vi / bc2 + eps_root) + eps);
       const float pi = P[i];
       if (kDecoupledDecay) u = std::fma(wd, pi, u);
-      MO[i] = mi;
-      VO[i] = vi;
+      SM::Store(MO, i, mi);
+      SV::Store(VO, i, vi);
       PO[i] = std::fma(u, neg_lr, pi);
     }
   }
@@ -236,23 +265,24 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Span<const int64_t> owner,
   if (!coefs.has_value() || coefs->element_count() != Op::kCoefs) {
     return ffi::Error::InvalidArgument("jopt step kernel: wrong coefficients");
   }
-  std::vector<const float*> state_in(S * k);
-  std::vector<float*> state_out(S * k);
+  std::vector<const void*> state_in(S * k);
+  std::vector<void*> state_out(S * k);
   static_assert(S >= 1, "a step kernel keeps some state");
   std::vector<int64_t> state_size(k, 0);
   for (int64_t s = 0; s < S; ++s) {
     for (int64_t j = 0; j < k; ++j) {
-      auto in = args.get<ffi::Buffer<ffi::F32>>(1 + 2 * n + s * k + j);
-      auto out = rets.get<ffi::Buffer<ffi::F32>>(n + s * k + j);
-      if (!in.has_value() || !out.has_value()) {
-        return ffi::Error::InvalidArgument("jopt step kernel: the state must be float32");
+      auto in = args.get<ffi::AnyBuffer>(1 + 2 * n + s * k + j);
+      auto out = rets.get<ffi::AnyBuffer>(n + s * k + j);
+      if (!in.has_value() || !out.has_value() || in->element_type() != Op::kStateTypes[s] ||
+          (*out)->element_type() != Op::kStateTypes[s]) {
+        return ffi::Error::InvalidArgument("jopt step kernel: a state has the wrong dtype");
       }
       if (s == 0) state_size[j] = in->element_count();
       if (in->element_count() != state_size[j]) {
         return ffi::Error::InvalidArgument("jopt step kernel: state buffers differ in size");
       }
-      state_in[s * k + j] = in->typed_data();
-      state_out[s * k + j] = (*out)->typed_data();
+      state_in[s * k + j] = in->untyped_data();
+      state_out[s * k + j] = (*out)->untyped_data();
     }
   }
   std::vector<Leaf> leaves(n);
@@ -274,8 +304,9 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Span<const int64_t> owner,
     L = {p->typed_data(), g->typed_data(), (*po)->typed_data(), {nullptr, nullptr},
          {nullptr, nullptr}};
     for (int64_t s = 0; s < S; ++s) {
-      L.s[s] = state_in[s * k + j] + at;
-      L.s_out[s] = state_out[s * k + j] + at;
+      const int64_t bytes = at * static_cast<int64_t>(ffi::ByteWidth(Op::kStateTypes[s]));
+      L.s[s] = static_cast<const char*>(state_in[s * k + j]) + bytes;
+      L.s_out[s] = static_cast<char*>(state_out[s * k + j]) + bytes;
     }
   }
   const Op op(coefs->typed_data());
@@ -352,17 +383,37 @@ ffi::Error AfterAll(ffi::RemainingArgs, ffi::Result<ffi::Buffer<ffi::F32>> out) 
       .RemainingArgs()                             \
       .RemainingRets()
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptMomentumStepF32, Step<Momentum>, JOPT_STEP_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptRmspropStepF32, Step<RmsProp<true>>, JOPT_STEP_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptRmspropEpsOutsideStepF32, Step<RmsProp<false>>,
-                              JOPT_STEP_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdagradStepF32, Step<Adagrad>, JOPT_STEP_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdamStepF32, Step<Adam<false>>, JOPT_STEP_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAdamWStepF32, Step<Adam<true>>, JOPT_STEP_BINDING);
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptSumSquaresF32, SumSquares,
+// One symbol per rule and storage of its states, named as its XLA target
+// (jopt.kernels.rules.StepKernel.targets): the rule, then each state's dtype.
+#define JOPT_STEP(name, Op) XLA_FFI_DEFINE_HANDLER_SYMBOL(name, Step<Op>, JOPT_STEP_BINDING)
+
+using AdamF32F32 = Adam<false, F32, F32>;
+using AdamF32Bf16 = Adam<false, F32, BF16>;
+using AdamBf16F32 = Adam<false, BF16, F32>;
+using AdamBf16Bf16 = Adam<false, BF16, BF16>;
+using AdamWF32F32 = Adam<true, F32, F32>;
+using AdamWF32Bf16 = Adam<true, F32, BF16>;
+using AdamWBf16F32 = Adam<true, BF16, F32>;
+using AdamWBf16Bf16 = Adam<true, BF16, BF16>;
+
+JOPT_STEP(jopt_momentum_step_f32, Momentum<F32>);
+JOPT_STEP(jopt_momentum_step_bf16, Momentum<BF16>);
+JOPT_STEP(jopt_rmsprop_step_f32, RmsProp<true>);
+JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsProp<false>);
+JOPT_STEP(jopt_adagrad_step_f32, Adagrad);
+JOPT_STEP(jopt_adam_step_f32_f32, AdamF32F32);
+JOPT_STEP(jopt_adam_step_f32_bf16, AdamF32Bf16);
+JOPT_STEP(jopt_adam_step_bf16_f32, AdamBf16F32);
+JOPT_STEP(jopt_adam_step_bf16_bf16, AdamBf16Bf16);
+JOPT_STEP(jopt_adamw_step_f32_f32, AdamWF32F32);
+JOPT_STEP(jopt_adamw_step_f32_bf16, AdamWF32Bf16);
+JOPT_STEP(jopt_adamw_step_bf16_f32, AdamWBf16F32);
+JOPT_STEP(jopt_adamw_step_bf16_bf16, AdamWBf16Bf16);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jopt_sum_squares_f32, SumSquares,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .RemainingArgs()
                                   .Ret<ffi::Buffer<ffi::F32>>());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JoptAfterAll, AfterAll,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jopt_after_all, AfterAll,
                               ffi::Ffi::Bind().RemainingArgs().Ret<ffi::Buffer<ffi::F32>>());

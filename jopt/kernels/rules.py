@@ -1,16 +1,17 @@
 """The update rules that jopt's fused step kernels implement, with their XLA twins.
 
-A :class:`StepKernel` names a C++ kernel (its FFI target in ``cpu_kernels.cc``), its
-state arrays and the order of its coefficients, and gives the same update as XLA code
+A :class:`StepKernel` names a C++ kernel, its state arrays, the dtypes each state may
+be stored in (one FFI target in ``cpu_kernels.cc`` per combination) and the order of
+its coefficients, and gives the same update as XLA code
 (:meth:`StepKernel.reference`): the twin that runs on other devices and dtypes, gives
 derivatives and batching, and is the tests' oracle. Each rule is its optimizer's
 ``update`` followed by ``apply_updates``, operation for operation, with ``g`` first
 multiplied by ``grad_scale`` (a folded :func:`jopt.clip_by_global_norm`) and
 ``neg_lr = -learning_rate``.
 
-Adding an optimizer to :func:`jopt.step`'s kernels is: a loop in ``cpu_kernels.cc``, a
-``StepKernel`` here, and a recipe in :mod:`jopt.optimizers` that maps its state and
-hyperparameters onto them.
+Adding an optimizer to :func:`jopt.step`'s kernels is: a loop in ``cpu_kernels.cc``
+(one handler per storage combination), a ``StepKernel`` here, and a plan in
+:mod:`jopt.kernel_steps` that maps its state and hyperparameters onto them.
 
 Example:
     >>> import jax.numpy as jnp
@@ -23,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -49,23 +51,68 @@ Rule = Callable[
 ]
 
 
+_DTYPE_CODES = {"float32": "f32", "bfloat16": "bf16"}
+
+
 class StepKernel(NamedTuple):
-    """A fused step kernel: ``name``, FFI ``target``, ``states`` (the names of its state
-    arrays, each shaped like the parameters), ``coefficients`` (the names, in the
-    order of the kernel's coefficient vector) and ``rule`` (the update as XLA code on
-    one buffer, in the compute dtype).
+    """A fused step kernel: ``name``, ``states`` (the names of its state arrays, each
+    shaped like the parameters), ``coefficients`` (the names, in the order of the
+    kernel's coefficient vector), ``rule`` (the update as XLA code on one buffer, in
+    the compute dtype) and ``storage`` (the dtypes each state may be kept in; every
+    combination has a kernel). Parameters and gradients are float32; the arithmetic
+    is float32 whatever the storage, each new state rounded once to its dtype.
 
     Example:
         >>> from jopt.kernels import rules
-        >>> rules.ADAM.states, rules.ADAM.target
-        (('mu', 'nu'), 'jopt_adam_step_f32')
+        >>> rules.ADAM.states, rules.ADAM.target("float32", "bfloat16")
+        (('mu', 'nu'), 'jopt_adam_step_f32_bf16')
     """
 
     name: str
-    target: str
     states: tuple[str, ...]
     coefficients: tuple[str, ...]
     rule: Rule
+    storage: tuple[str, ...] = ("float32",)
+
+    def target(self, *dtypes: Any) -> str | None:
+        """The FFI target for states stored in ``dtypes`` (one per state), or None.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jopt.kernels import rules
+            >>> rules.MOMENTUM.target(jnp.bfloat16), rules.ADAGRAD.target(jnp.bfloat16)
+            ('jopt_momentum_step_bf16', None)
+        """
+        names = [jnp.dtype(d).name for d in dtypes]
+        if len(names) != len(self.states) or any(n not in self.storage for n in names):
+            return None
+        return "_".join([f"jopt_{self.name}_step", *(_DTYPE_CODES[n] for n in names)])
+
+    def target_for(self, states: Any) -> str | None:
+        """The FFI target for state buffers ``states[s][j]`` (buffer ``j`` of state
+        ``s``), or None when a state's buffers mix dtypes or one the kernel does not keep.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> from jopt.kernels import rules
+            >>> rules.MOMENTUM.target_for([[jnp.zeros(2), jnp.zeros(3, jnp.bfloat16)]]) is None
+            True
+        """
+        dtypes = [{jnp.result_type(x) for x in buffers} for buffers in states]
+        if any(len(d) != 1 for d in dtypes):
+            return None
+        return self.target(*(d.pop() for d in dtypes))
+
+    def targets(self) -> list[str]:
+        """Every FFI target of this kernel (one per storage combination).
+
+        Example:
+            >>> from jopt.kernels import rules
+            >>> rules.RMSPROP.targets()
+            ['jopt_rmsprop_step_f32']
+        """
+        combos = itertools.product(self.storage, repeat=len(self.states))
+        return [t for combo in combos if (t := self.target(*combo)) is not None]
 
     def pack(self, **values: Any) -> jax.Array:
         """The coefficient vector (float32, in the kernel's order) from named values.
@@ -145,32 +192,27 @@ _ADAM_COEFFICIENTS = (
     "grad_scale", "d1", "c1", "d2", "c2", "bc1", "bc2", "eps_root", "eps", "weight_decay", "neg_lr",
 )  # fmt: skip
 
+_LOW_PRECISION = ("float32", "bfloat16")
+
 MOMENTUM = StepKernel(
-    "momentum", "jopt_momentum_step_f32", ("trace",), ("grad_scale", "d", "neg_lr"), _momentum
+    "momentum", ("trace",), ("grad_scale", "d", "neg_lr"), _momentum, _LOW_PRECISION
 )
-"""``m <- d m + g;  p <- p + neg_lr m``: :func:`jopt.sgd` with momentum ``d``."""
+"""``m <- d m + g;  p <- p + neg_lr m``: :func:`jopt.sgd` with momentum ``d`` (the
+momentum in float32 or bfloat16)."""
 RMSPROP = StepKernel(
     "rmsprop",
-    "jopt_rmsprop_step_f32",
     ("nu",),
     ("grad_scale", "d", "c", "eps", "neg_lr"),
     _rmsprop(eps_in_sqrt=True),
 )
 """``v <- c g^2 + d v;  p <- p + neg_lr g / sqrt(v + eps)``: :func:`jopt.rmsprop`."""
-RMSPROP_EPS_OUTSIDE = RMSPROP._replace(
-    name="rmsprop_eps_outside",
-    target="jopt_rmsprop_eps_outside_step_f32",
-    rule=_rmsprop(eps_in_sqrt=False),
-)
+RMSPROP_EPS_OUTSIDE = RMSPROP._replace(name="rmsprop_eps_outside", rule=_rmsprop(eps_in_sqrt=False))
 """RMSprop with ``g / (sqrt(v) + eps)`` (``eps_in_sqrt=False``)."""
-ADAGRAD = StepKernel(
-    "adagrad", "jopt_adagrad_step_f32", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"),
-    _adagrad,
-)  # fmt: skip
+ADAGRAD = StepKernel("adagrad", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"), _adagrad)
 """``s <- s + g^2;  p <- p + neg_lr g / sqrt(s + eps)`` (0 where s = 0): :func:`jopt.adagrad`."""
-ADAM = StepKernel("adam", "jopt_adam_step_f32", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False))
-"""Adam (see :func:`jopt.kernels.adam_step_many`)."""
-ADAMW = StepKernel("adamw", "jopt_adamw_step_f32", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True))
+ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_PRECISION)
+"""Adam (see :func:`jopt.kernels.adam_step_many`); each moment in float32 or bfloat16."""
+ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
 """AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
 
 KERNELS = (MOMENTUM, RMSPROP, RMSPROP_EPS_OUTSIDE, ADAGRAD, ADAM, ADAMW)

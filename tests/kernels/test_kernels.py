@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -226,27 +227,112 @@ def _coefficient_values(kernel: rules.StepKernel) -> dict[str, Any]:
     }
 
 
-def _states(kernel: rules.StepKernel, mu: list[jax.Array], nu: list[jax.Array]) -> list[Any]:
+def _states(
+    kernel: rules.StepKernel, mu: list[jax.Array], nu: list[jax.Array], storage: tuple[str, ...]
+) -> list[Any]:
     # first moments and momenta may be negative; squares are not
-    return [mu if name in ("mu", "trace") else nu for name in kernel.states]
+    trees = [mu if name in ("mu", "trace") else nu for name in kernel.states]
+    return [[x.astype(d) for x in tree] for tree, d in zip(trees, storage, strict=True)]
 
 
-@pytest.mark.parametrize("kernel", rules.KERNELS, ids=lambda k: k.name)
+STORAGE = [  # every kernel with every storage of its states
+    pytest.param(kernel, combo, id=f"{kernel.name}-{'-'.join(combo)}")
+    for kernel in rules.KERNELS
+    for combo in itertools.product(kernel.storage, repeat=len(kernel.states))
+]
+
+
+def _assert_close(got: Any, want: Any) -> None:
+    """Float32 results to an ulp or two (XLA places its own fused multiply-adds). A
+    bfloat16 state is the same float32 value rounded once, so it agrees exactly except
+    where an ulp of float32 moves a value across a rounding boundary (one bfloat16 ulp)."""
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if a.dtype == jnp.float32:
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+            continue
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        np.testing.assert_allclose(a, b, rtol=2.0**-7, atol=1e-30)
+        assert np.mean(a == b) > 0.999
+
+
+@pytest.mark.parametrize("kernel, storage", STORAGE)
 @pytest.mark.parametrize("case", sorted(MANY))
-def test_many_leaves_match_the_twin(case: str, kernel: rules.StepKernel) -> None:
+def test_many_leaves_match_the_twin(
+    case: str, kernel: rules.StepKernel, storage: tuple[str, ...]
+) -> None:
     params, grads, mu, nu, slots = _packed(*MANY[case])
-    states = _states(kernel, mu, nu)
+    states = _states(kernel, mu, nu, storage)
     c = kernel.pack(**_coefficient_values(kernel))
     fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c, slots=slots))
     text = fn.lower(params, grads, states).compile().as_text()
     live = tuple(s for s, p in zip(slots, params, strict=True) if p.size)
     calls = len(_calls(live, len(mu)))
-    assert text.count(f'custom_call_target="{kernel.target}"') == calls
+    assert text.count(f'custom_call_target="{kernel.target(*storage)}"') == calls
     got = fn(params, grads, states)
     want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        assert a.shape == b.shape and a.dtype == jnp.float32
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+    _assert_close(got, want)
+
+
+def test_a_state_the_kernel_does_not_keep_runs_the_twin() -> None:
+    params, grads, _, nu, slots = _packed([(MIN_KERNEL_SIZE,)], [0])
+    kernel = rules.RMSPROP  # keeps float32 state only
+    c = kernel.pack(**_coefficient_values(kernel))
+    for states in ([[x.astype(jnp.bfloat16) for x in nu]], [[nu[0].astype(jnp.float16)]]):
+        fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c, slots=slots))
+        assert "jopt_rmsprop" not in fn.lower(params, grads, states).as_text()
+        got = fn(params, grads, states)
+        assert got[1][0][0].dtype == states[0][0].dtype
+        want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
+        _assert_close(got, want)
+
+
+def test_bfloat16_state_rounds_as_jopt_casts() -> None:
+    """Momentum with d = 0 stores the gradient itself: every rounding case, bit for bit,
+    against jopt.tree.cast (round to nearest even, finite values saturating)."""
+    f32 = np.finfo(np.float32)
+    one, ulp = 1.0, 2.0**-8  # the bfloat16 ulp at 1
+    special = [
+        one + ulp / 2,  # a tie: rounds to even (down)
+        one + 3 * ulp / 2,  # a tie: rounds to even (up)
+        one + ulp / 2 + 2.0**-20,  # just above a tie: up
+        -(one + ulp / 2),
+        f32.max,  # saturates to bfloat16's largest finite value
+        -f32.max,
+        float(np.float32(3.3961e38)),  # between bfloat16's max and the next tie
+        float(np.float32(3.3895314e38)),  # bfloat16's max
+        np.inf,
+        -np.inf,
+        np.nan,
+        -np.nan,
+        0.0,  # (not -0.0: the momentum rule adds +0.0 to it)
+        f32.tiny,  # the smallest normal
+        f32.smallest_subnormal,
+        3.0e-39,  # subnormal
+    ]
+    g = np.random.default_rng(0).normal(size=MIN_KERNEL_SIZE).astype(np.float32)
+    g = g * np.float32(10.0) ** np.random.default_rng(1).integers(-30, 30, g.size)
+    g[: len(special)] = special
+    g = jnp.asarray(g, jnp.float32)
+    kernel = rules.MOMENTUM
+    c = kernel.pack(grad_scale=1.0, d=0.0, neg_lr=0.0)
+    trace = [jnp.zeros(g.shape, jnp.bfloat16)]
+    fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c))
+    assert "jopt_momentum_step_bf16" in fn.lower([g], [g], [trace]).as_text()
+    _, ((stored,),) = fn([jnp.zeros_like(g)], [g], [trace])
+    want = np.asarray(jax.jit(lambda x: jopt.tree.cast(x, jnp.bfloat16))(g))
+    got_bits, want_bits = np.asarray(stored).view(np.uint16), want.view(np.uint16)
+    nan = np.isnan(want.astype(np.float32))
+    assert nan.sum() == 2 and np.isnan(np.asarray(stored, np.float32))[nan].all()
+    np.testing.assert_array_equal(got_bits[~nan], want_bits[~nan])
+    assert np.isfinite(np.asarray(stored[4:6], np.float32)).all()  # saturated
+    # XLA's CPU arithmetic flushes subnormals (so does the kernel's, on its threads);
+    # elsewhere it is plain round-to-nearest-even (ml_dtypes' conversion)
+    assert not np.asarray(stored[len(special) - 2 : len(special)], np.float32).any()
+    magnitude = np.abs(np.asarray(g))
+    finite = (magnitude < 3.3e38) & (magnitude >= f32.tiny)
+    plain = np.asarray(g)[finite].astype(jnp.bfloat16).view(np.uint16)
+    np.testing.assert_array_equal(got_bits[finite], plain)
 
 
 def test_many_leaves_are_written_in_place_when_donated() -> None:
@@ -329,9 +415,11 @@ def test_sum_of_squares_takes_float32_only_and_global_norm_falls_back() -> None:
     assert float(fn(tree)) == pytest.approx(2 * MIN_KERNEL_SIZE**0.5)
 
 
-@pytest.mark.parametrize("kernel", rules.KERNELS, ids=lambda k: k.name)
+@pytest.mark.parametrize("kernel, storage", STORAGE)
 @pytest.mark.parametrize("seed", range(2))
-def test_random_layouts_match_the_twin(seed: int, kernel: rules.StepKernel) -> None:
+def test_random_layouts_match_the_twin(
+    seed: int, kernel: rules.StepKernel, storage: tuple[str, ...]
+) -> None:
     """Random leaf counts, shapes (empty ones too) and packings."""
     rng = np.random.default_rng(seed)
     count = int(rng.integers(1, 3 * MAX_LEAVES_PER_CALL))
@@ -342,11 +430,10 @@ def test_random_layouts_match_the_twin(seed: int, kernel: rules.StepKernel) -> N
     buffers = np.sort(rng.integers(0, int(rng.integers(1, 6)), size=count))
     buffers = np.unique(buffers, return_inverse=True)[1]  # no empty state buffer
     params, grads, mu, nu, slots = _packed(shapes, [int(b) for b in buffers], seed)
-    states = _states(kernel, mu, nu)
+    states = _states(kernel, mu, nu, storage)
     c = kernel.pack(**_coefficient_values(kernel))
     fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c, slots=slots))
-    assert kernel.target in fn.lower(params, grads, states).as_text()
+    assert kernel.target(*storage) in fn.lower(params, grads, states).as_text()
     got = fn(params, grads, states)
     want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+    _assert_close(got, want)
