@@ -59,7 +59,7 @@ class Plan(NamedTuple):
         >>> import jax.numpy as jnp
         >>> from jopt.kernel_steps import Plan
         >>> from jopt.kernels import rules
-        >>> c = rules.MOMENTUM.pack(grad_scale=1.0, d=0.9, neg_lr=-0.1)
+        >>> c = rules.MOMENTUM.pack(grad_scale=1.0, d=0.9, c=1.0, neg_lr=-0.1)
         >>> plan = Plan(rules.MOMENTUM, c, [{"w": jnp.zeros(2)}], lambda trees: trees[0])
         >>> plan.kernel.states
         ('trace',)
@@ -142,8 +142,10 @@ def _scale(grad_scale: jax.Array | None) -> Any:
     return 1.0 if grad_scale is None else grad_scale
 
 
-def momentum_plan(learning_rate: Any, momentum: Any) -> PlanFn:
-    """SGD with heavy-ball momentum: ``chain(trace(momentum), scale_by_learning_rate)``.
+def momentum_plan(learning_rate: Any, momentum: Any, dampening: Any | None = None) -> PlanFn:
+    """SGD with heavy-ball momentum: ``chain(trace(momentum, dampening=...),
+    scale_by_learning_rate)``; ``dampening`` (torch's) scales the gradient by
+    ``1 - dampening`` from the second step on, ``None`` never.
 
     Example:
         >>> import jax.numpy as jnp
@@ -158,12 +160,16 @@ def momentum_plan(learning_rate: Any, momentum: Any) -> PlanFn:
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
         s = _first(state, TraceState, "momentum")
         d, _ = jtree.decay_pair(momentum, jnp.float32)
-        c = rules.MOMENTUM.pack(grad_scale=_scale(grad_scale), d=d, neg_lr=-learning_rate)
+        c: Any = 1.0
+        if dampening is not None:
+            _, keep = jtree.decay_pair(dampening, jnp.float32)
+            c = jnp.where(s.count == 0, jnp.float32(1), keep)
+        coefs = rules.MOMENTUM.pack(grad_scale=_scale(grad_scale), d=d, c=c, neg_lr=-learning_rate)
 
         def rebuild(trees: list[Any]) -> OptState:
             return (TraceState(jtree.safe_increment(s.count), trees[0]), *state[1:])
 
-        return Plan(rules.MOMENTUM, c, [s.trace], rebuild)
+        return Plan(rules.MOMENTUM, coefs, [s.trace], rebuild)
 
     return plan
 

@@ -285,7 +285,8 @@ def step(
     The result equals that pair of calls (to rounding: a fused kernel may round
     differently from XLA's loop in the last bit). :func:`jopt.adam`,
     :func:`jopt.adamw`, :func:`jopt.rmsprop`, :func:`jopt.adagrad` and
-    :func:`jopt.sgd` with momentum, :func:`jopt.torch.Adam` and
+    :func:`jopt.sgd` with momentum, :func:`jopt.torch.SGD` with momentum,
+    :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adam` and
     :func:`jopt.torch.AdamW` (their plain forms; also after
     :func:`jopt.clip_by_global_norm` in a chain) run fused in-place kernels on CPU
     float32 parameters (:mod:`jopt.kernels`: one call per 64 leaves, each leaf read

@@ -1,8 +1,9 @@
 """jopt.step: update and apply in one call, for every optimizer of both doors and optax.
 
 Where a fused kernel runs (the optax door's SGD with momentum, RMSprop, Adagrad, Adam and
-AdamW on CPU float32), the step may round differently from XLA's loop in the last bit;
-everywhere else it is the same program.
+AdamW, the torch door's SGD with momentum, RMSprop, Adam and AdamW, on CPU float32), the
+step may round differently from XLA's loop in the last bit; everywhere else it is the
+same program.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ CHAINS = {
     "optax.clip+jopt.adam": lambda: jopt.chain(optax.clip_by_global_norm(1.0), jopt.adam(0.01)),
     "jopt.clip+optax.adam": lambda: jopt.chain(jopt.clip_by_global_norm(1.0), optax.adam(0.01)),
     "torch.Adam_no_decay": lambda: jopt.torch.Adam(lr=0.01, betas=(0.8, 0.99)),
+    "torch.SGD_dampening": lambda: jopt.torch.SGD(lr=0.05, momentum=0.9, dampening=0.3),
+    "clip+torch.SGD": lambda: jopt.chain(
+        jopt.clip_by_global_norm(0.5), jopt.torch.SGD(lr=0.05, momentum=0.9)
+    ),
+    "torch.RMSprop_plain": lambda: jopt.torch.RMSprop(lr=0.01, alpha=0.9),
     "torch.AdamW_schedule": lambda: jopt.torch.AdamW(lr=SCHEDULE, weight_decay=0.05),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
@@ -63,6 +69,9 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "clip+adamw+schedule": "adamw",
     "torch.AdamW": "adamw",
     "torch.Adam_no_decay": "adam",
+    "torch.SGD_dampening": "momentum",
+    "clip+torch.SGD": "momentum",
+    "torch.RMSprop_plain": "rmsprop_eps_outside",
     "torch.AdamW_schedule": "adamw",
 }
 
@@ -240,13 +249,19 @@ def test_step_agrees_with_optax_over_100_steps() -> None:
 
 
 @pytest.mark.parametrize(
-    "name, kwargs",
-    [("Adam", dict(lr=0.01, betas=(0.8, 0.99))), ("AdamW", dict(lr=0.01, weight_decay=0.05))],
+    "name, kwargs, kernel",
+    [
+        ("Adam", dict(lr=0.01, betas=(0.8, 0.99)), "adam_step_f32_f32"),
+        ("AdamW", dict(lr=0.01, weight_decay=0.05), "adamw_step_f32_f32"),
+        ("SGD", dict(lr=0.01, momentum=0.9), "momentum_step_f32"),
+        ("SGD", dict(lr=0.01, momentum=0.8, dampening=0.5), "momentum_step_f32"),
+        ("RMSprop", dict(lr=0.001, alpha=0.9, eps=1e-6), "rmsprop_eps_outside_step_f32"),
+    ],
 )
 def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(
-    name: str, kwargs: dict[str, Any]
+    name: str, kwargs: dict[str, Any], kernel: str
 ) -> None:
-    """The kernel path of jopt.torch.Adam(W) against the real torch.optim, step by step."""
+    """The kernel path of the torch door against the real torch.optim, step by step."""
     import torch
 
     ours = getattr(jopt.torch, name)(**kwargs)
@@ -255,10 +270,7 @@ def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(
     tensors = [torch.nn.Parameter(torch.tensor(np.asarray(x))) for x in leaves]
     theirs = getattr(torch.optim, name)(tensors, **kwargs)
     step = jax.jit(lambda g, s, p: jopt.step(ours, g, s, p))
-    assert (
-        f"jopt_{name.lower()}_step_f32_f32"
-        in step.lower(params, ours.init(params), params).as_text()
-    )
+    assert f"jopt_{kernel}" in step.lower(params, ours.init(params), params).as_text()
     p, s = params, ours.init(params)
     for t in range(100):
         g = _grads(t, params)

@@ -17,7 +17,8 @@ and the state in place (the outputs alias the donated inputs).
 
 :func:`jopt.step` uses them where they apply (today: the plain forms of
 :func:`jopt.sgd` with momentum, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
-:func:`jopt.adam` and :func:`jopt.adamw`, and of :func:`jopt.torch.Adam` and
+:func:`jopt.adam` and :func:`jopt.adamw`, and of :func:`jopt.torch.SGD` with
+momentum, :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adam` and
 :func:`jopt.torch.AdamW`, on float32 parameters, on the CPU, optionally behind
 :func:`jopt.clip_by_global_norm`; momentum and Adam's moments may be kept in bfloat16;
 see :mod:`jopt.kernel_steps`); on
@@ -395,7 +396,7 @@ def step_many(
 
         >>> import jax.numpy as jnp
         >>> from jopt import kernels
-        >>> c = kernels.rules.MOMENTUM.pack(grad_scale=1.0, d=0.5, neg_lr=-0.1)
+        >>> c = kernels.rules.MOMENTUM.pack(grad_scale=1.0, d=0.5, c=1.0, neg_lr=-0.1)
         >>> params, grads = [jnp.ones(2), jnp.ones((1, 3))], [jnp.ones(2), -jnp.ones((1, 3))]
         >>> trace = [jnp.ones(5)]
         >>> new_params, (new_trace,) = kernels.step_many(

@@ -139,13 +139,14 @@ struct Leaf {
 // its fields) and runs its loop over elements [a, b) of a leaf. The fma calls are
 // where XLA contracts the same expressions in jopt's update + apply_updates.
 
-// Heavy-ball momentum (optax's trace): m = fma(d, m, g'), p = fma(m, -lr, p).
+// Heavy-ball momentum (optax's trace; torch's SGD buffer, c = 1 - dampening after
+// its first step): m = fma(d, m, g' c), p = fma(m, -lr, p).
 template <typename SM>
 struct Momentum {
-  static constexpr int kStates = 1, kCoefs = 3;
+  static constexpr int kStates = 1, kCoefs = 4;
   static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType};
-  float gs, d, neg_lr;
-  explicit Momentum(const float* c) : gs(c[0]), d(c[1]), neg_lr(c[2]) {}
+  float gs, d, c, neg_lr;
+  explicit Momentum(const float* k) : gs(k[0]), d(k[1]), c(k[2]), neg_lr(k[3]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
@@ -154,7 +155,7 @@ struct Momentum {
     typename SM::T* __restrict MO = static_cast<typename SM::T*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float mi = std::fma(d, SM::Load(M, i), G[i] * gs);
+      const float mi = std::fma(d, SM::Load(M, i), (G[i] * gs) * c);
       SM::Store(MO, i, mi);
       PO[i] = std::fma(mi, neg_lr, P[i]);
     }

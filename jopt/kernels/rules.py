@@ -16,7 +16,7 @@ Adding an optimizer to :func:`jopt.step`'s kernels is: a loop in ``cpu_kernels.c
 Example:
     >>> import jax.numpy as jnp
     >>> from jopt.kernels import rules
-    >>> c = rules.MOMENTUM.pack(grad_scale=1.0, d=0.9, neg_lr=-0.1)
+    >>> c = rules.MOMENTUM.pack(grad_scale=1.0, d=0.9, c=1.0, neg_lr=-0.1)
     >>> p, (m,) = rules.MOMENTUM.reference(jnp.ones(2), jnp.ones(2), (jnp.ones(2),), c)
     >>> p, m
     (Array([0.81, 0.81], dtype=float32), Array([1.9, 1.9], dtype=float32))
@@ -119,8 +119,8 @@ class StepKernel(NamedTuple):
 
         Example:
             >>> from jopt.kernels import rules
-            >>> rules.MOMENTUM.pack(grad_scale=1.0, d=0.5, neg_lr=-0.5)
-            Array([ 1. ,  0.5, -0.5], dtype=float32)
+            >>> rules.MOMENTUM.pack(grad_scale=1.0, d=0.5, c=1.0, neg_lr=-0.5)
+            Array([ 1. ,  0.5,  1. , -0.5], dtype=float32)
         """
         missing = [k for k in self.coefficients if k not in values]
         extra = [k for k in values if k not in self.coefficients]
@@ -142,7 +142,7 @@ class StepKernel(NamedTuple):
         Example:
             >>> import jax.numpy as jnp
             >>> from jopt.kernels import rules
-            >>> c = rules.MOMENTUM.pack(grad_scale=2.0, d=0.5, neg_lr=-0.25)
+            >>> c = rules.MOMENTUM.pack(grad_scale=2.0, d=0.5, c=1.0, neg_lr=-0.25)
             >>> rules.MOMENTUM.reference(jnp.ones(2), jnp.ones(2), (jnp.zeros(2),), c)[0]
             Array([0.5, 0.5], dtype=float32)
         """
@@ -157,7 +157,7 @@ class StepKernel(NamedTuple):
 
 
 def _momentum(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
-    m = c["d"] * s[0] + g
+    m = c["d"] * s[0] + g * c["c"]
     return p + m * c["neg_lr"], (m,)
 
 
@@ -195,10 +195,11 @@ _ADAM_COEFFICIENTS = (
 _LOW_PRECISION = ("float32", "bfloat16")
 
 MOMENTUM = StepKernel(
-    "momentum", ("trace",), ("grad_scale", "d", "neg_lr"), _momentum, _LOW_PRECISION
+    "momentum", ("trace",), ("grad_scale", "d", "c", "neg_lr"), _momentum, _LOW_PRECISION
 )
-"""``m <- d m + g;  p <- p + neg_lr m``: :func:`jopt.sgd` with momentum ``d`` (the
-momentum in float32 or bfloat16)."""
+"""``m <- d m + c g;  p <- p + neg_lr m``, the momentum in float32 or bfloat16:
+:func:`jopt.sgd` with momentum ``d`` (``c = 1``), :func:`jopt.torch.SGD` (``c = 1 -
+dampening`` after the first step)."""
 RMSPROP = StepKernel(
     "rmsprop",
     ("nu",),

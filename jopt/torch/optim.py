@@ -27,7 +27,7 @@ from jopt.base import GradientTransformation, ScalarOrSchedule
 from jopt.combine import chain
 from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
-from jopt.kernel_steps import adam_plan, with_kernel_step
+from jopt.kernel_steps import PlanFn, adam_plan, momentum_plan, rmsprop_plan, with_kernel_step
 from jopt.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
@@ -55,13 +55,22 @@ def _split(values: dict[str, Any], zero_is_fixed: tuple[str, ...]) -> dict[str, 
 
 
 def _recipe(
-    maximize: bool, *steps: GradientTransformation | None, stateful: bool = True
+    maximize: bool,
+    *steps: GradientTransformation | None,
+    stateful: bool = True,
+    plan: PlanFn | None = None,
 ) -> GradientTransformation:
-    """Chains the present steps (maximize first); fuses them when they keep state."""
+    """Chains the present steps (maximize first); fuses them when they keep state.
+
+    ``plan``: the chain is one of jopt's fused kernels (:mod:`jopt.kernel_steps`),
+    which :func:`jopt.step` runs.
+    """
     present = [s for s in steps if s is not None]
     if maximize:
         present.insert(0, maximize_block())
     tx = chain(*present)
+    if plan is not None:
+        tx = with_kernel_step(tx, plan)
     return fuse(tx) if stateful else tx
 
 
@@ -85,6 +94,10 @@ def SGD(
         b_1 = g_1;   b_t = momentum b_{t-1} + (1 - dampening) g_t       (if momentum)
         g_t <- g_t + momentum b_t  if nesterov  else  b_t
         p_t = p_{t-1} - lr_t g_t
+
+    Stepped with :func:`jopt.step`, momentum on float32 parameters on the CPU runs a
+    fused in-place kernel (:mod:`jopt.kernels`) unless ``nesterov``, ``weight_decay``
+    or ``maximize`` is set.
 
     Args:
         lr: learning rate (float or schedule, e.g. from :mod:`jopt.torch.lr_scheduler`).
@@ -124,12 +137,14 @@ def SGD(
     has_momentum, has_decay = _nonzero(momentum), _nonzero(weight_decay)
 
     def build(lr: Any, momentum: Any, dampening: Any, weight_decay: Any) -> GradientTransformation:
+        kernel = has_momentum and not (nesterov or has_decay or maximize)
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             trace(momentum, nesterov, dampening=dampening) if has_momentum else None,
             scale_by_learning_rate(lr),
             stateful=has_momentum,
+            plan=momentum_plan(lr, momentum, dampening) if kernel else None,
         )
 
     values = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
@@ -183,10 +198,9 @@ def _adam(
         else:
             moments = scale_by_adam(betas[0], betas[1], eps, precise_bias_correction=True)
         decay = add_decayed_weights(weight_decay) if has_decay else None
+        plan = None
         if not (amsgrad or maximize or (has_decay and not decoupled)):
-            # chain(moments, [decoupled decay], lr): optax's Adam(W) rule with torch's
-            # bias correction, which jopt.step runs as a fused kernel
-            inner = chain(*(t for t in (moments, decay, scale_by_learning_rate(lr)) if t))
+            # optax's Adam(W) rule with torch's bias correction
             plan = adam_plan(
                 betas[0],
                 betas[1],
@@ -196,13 +210,13 @@ def _adam(
                 weight_decay if has_decay else None,
                 precise_bias_correction=True,
             )
-            return fuse(with_kernel_step(inner, plan))
         return _recipe(
             maximize,
             None if decoupled else decay,
             moments,
             decay if decoupled else None,
             scale_by_learning_rate(lr),
+            plan=plan,
         )
 
     values = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
@@ -361,6 +375,10 @@ def RMSprop(
 
     Hyperparameters in the state: ``lr``, ``alpha``, ``eps``, ``weight_decay``, ``momentum``.
 
+    Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`) unless ``centered``, ``momentum``, ``weight_decay``
+    or ``maximize`` is set.
+
     References:
         Hinton, lecture 6e, 2012; Graves, 2013; ``torch.optim.RMSprop``.
 
@@ -376,12 +394,14 @@ def RMSprop(
 
     def build(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any):
         block = scale_by_stddev if centered else scale_by_rms
+        kernel = not (centered or has_momentum or has_decay or maximize)
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             block(alpha, eps, 0.0, eps_in_sqrt=False),
             trace(momentum) if has_momentum else None,
             scale_by_learning_rate(lr),
+            plan=rmsprop_plan(lr, alpha, eps, eps_in_sqrt=False) if kernel else None,
         )
 
     values = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)

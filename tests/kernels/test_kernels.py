@@ -315,7 +315,7 @@ def test_bfloat16_state_rounds_as_jopt_casts() -> None:
     g[: len(special)] = special
     g = jnp.asarray(g, jnp.float32)
     kernel = rules.MOMENTUM
-    c = kernel.pack(grad_scale=1.0, d=0.0, neg_lr=0.0)
+    c = kernel.pack(grad_scale=1.0, d=0.0, c=1.0, neg_lr=0.0)
     trace = [jnp.zeros(g.shape, jnp.bfloat16)]
     fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c))
     assert "jopt_momentum_step_bf16" in fn.lower([g], [g], [trace]).as_text()
