@@ -142,10 +142,12 @@ def _scale(grad_scale: jax.Array | None) -> Any:
     return 1.0 if grad_scale is None else grad_scale
 
 
-def momentum_plan(learning_rate: Any, momentum: Any, dampening: Any | None = None) -> PlanFn:
-    """SGD with heavy-ball momentum: ``chain(trace(momentum, dampening=...),
-    scale_by_learning_rate)``; ``dampening`` (torch's) scales the gradient by
-    ``1 - dampening`` from the second step on, ``None`` never.
+def momentum_plan(
+    learning_rate: Any, momentum: Any, dampening: Any | None = None, nesterov: bool = False
+) -> PlanFn:
+    """SGD with heavy-ball or Nesterov momentum: ``chain(trace(momentum, nesterov,
+    dampening=...), scale_by_learning_rate)``; ``dampening`` (torch's) scales the
+    gradient by ``1 - dampening`` from the second step on, ``None`` never.
 
     Example:
         >>> import jax.numpy as jnp
@@ -157,6 +159,8 @@ def momentum_plan(learning_rate: Any, momentum: Any, dampening: Any | None = Non
     """
     from jopt.transforms.momentum import TraceState
 
+    kernel = rules.MOMENTUM_NESTEROV if nesterov else rules.MOMENTUM
+
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
         s = _first(state, TraceState, "momentum")
         d, _ = jtree.decay_pair(momentum, jnp.float32)
@@ -164,12 +168,12 @@ def momentum_plan(learning_rate: Any, momentum: Any, dampening: Any | None = Non
         if dampening is not None:
             _, keep = jtree.decay_pair(dampening, jnp.float32)
             c = jnp.where(s.count == 0, jnp.float32(1), keep)
-        coefs = rules.MOMENTUM.pack(grad_scale=_scale(grad_scale), d=d, c=c, neg_lr=-learning_rate)
+        coefs = kernel.pack(grad_scale=_scale(grad_scale), d=d, c=c, neg_lr=-learning_rate)
 
         def rebuild(trees: list[Any]) -> OptState:
             return (TraceState(jtree.safe_increment(s.count), trees[0]), *state[1:])
 
-        return Plan(rules.MOMENTUM, coefs, [s.trace], rebuild)
+        return Plan(kernel, coefs, [s.trace], rebuild)
 
     return plan
 

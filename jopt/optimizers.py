@@ -67,7 +67,7 @@ def sgd(
 
     Hyperparameters in the state: ``learning_rate``, ``momentum``.
 
-    Stepped with :func:`jopt.step`, momentum without ``nesterov`` (its buffer in
+    Stepped with :func:`jopt.step`, momentum (heavy-ball or Nesterov, its buffer in
     float32 or bfloat16) runs a fused in-place kernel on CPU float32 parameters
     (:mod:`jopt.kernels`); plain SGD runs XLA's loop, already at the memory floor.
 
@@ -102,8 +102,9 @@ def sgd(
         if momentum is None:
             return lr  # XLA's loop for p - lr g runs at the memory-bandwidth floor
         inner = chain(trace(momentum, nesterov, accumulator_dtype), lr)
-        if not nesterov and keeps(rules.MOMENTUM, accumulator_dtype):
-            inner = with_kernel_step(inner, momentum_plan(learning_rate, momentum))
+        if keeps(rules.MOMENTUM, accumulator_dtype):
+            plan = momentum_plan(learning_rate, momentum, nesterov=nesterov)
+            inner = with_kernel_step(inner, plan)
         return fuse(inner)
 
     return with_hyperparams(build, owner="sgd", bounds=bounds, **values)

@@ -284,8 +284,8 @@ def step(
     Update rule: ``u, s <- tx.update(g, s, p);  p <- p + u``, returned as ``(p, s)``.
     The result equals that pair of calls (to rounding: a fused kernel may round
     differently from XLA's loop in the last bit). :func:`jopt.adam`,
-    :func:`jopt.adamw`, :func:`jopt.rmsprop`, :func:`jopt.adagrad` and
-    :func:`jopt.sgd` with momentum, :func:`jopt.torch.SGD` with momentum,
+    :func:`jopt.adamw`, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
+    :func:`jopt.sgd` and :func:`jopt.torch.SGD` with momentum (or Nesterov),
     :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adam` and
     :func:`jopt.torch.AdamW` (their plain forms; also after
     :func:`jopt.clip_by_global_norm` in a chain) run fused in-place kernels on CPU

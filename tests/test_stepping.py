@@ -1,7 +1,8 @@
 """jopt.step: update and apply in one call, for every optimizer of both doors and optax.
 
-Where a fused kernel runs (the optax door's SGD with momentum, RMSprop, Adagrad, Adam and
-AdamW, the torch door's SGD with momentum, RMSprop, Adam and AdamW, on CPU float32), the
+Where a fused kernel runs (the optax door's SGD with momentum or Nesterov, RMSprop,
+Adagrad, Adam and AdamW, the torch door's SGD with momentum or Nesterov, RMSprop, Adam
+and AdamW, on CPU float32), the
 step may round differently from XLA's loop in the last bit; everywhere else it is the
 same program.
 """
@@ -55,6 +56,8 @@ LOW_PRECISION_STATE = {  # besides OPTIMIZERS' adam_bf16_moments
 CASES = {**OPTIMIZERS, **CHAINS, **LOW_PRECISION_STATE}
 KERNELS = {  # the kernel each case's step runs on the CPU (every other case: none)
     "sgd_momentum": "momentum",
+    "sgd_nesterov": "momentum_nesterov",
+    "torch.SGD_nesterov": "momentum_nesterov",
     "clip+sgd": "momentum",
     "rmsprop": "rmsprop",
     "adagrad": "adagrad",
@@ -255,6 +258,7 @@ def test_step_agrees_with_optax_over_100_steps() -> None:
         ("AdamW", dict(lr=0.01, weight_decay=0.05), "adamw_step_f32_f32"),
         ("SGD", dict(lr=0.01, momentum=0.9), "momentum_step_f32"),
         ("SGD", dict(lr=0.01, momentum=0.8, dampening=0.5), "momentum_step_f32"),
+        ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True), "momentum_nesterov_step_f32"),
         ("RMSprop", dict(lr=0.001, alpha=0.9, eps=1e-6), "rmsprop_eps_outside_step_f32"),
     ],
 )

@@ -11,14 +11,15 @@ the same arithmetic, in the same order and rounding, in one vectorised C++ call 
 and the state in place (the outputs alias the donated inputs).
 
 - :func:`step_many`: one optimizer step, applied, for the update rules of
-  :mod:`jopt.kernels.rules` (heavy-ball momentum, RMSprop, Adagrad, Adam, AdamW);
+  :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop, Adagrad, Adam,
+  AdamW);
   :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
 :func:`jopt.step` uses them where they apply (today: the plain forms of
-:func:`jopt.sgd` with momentum, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
-:func:`jopt.adam` and :func:`jopt.adamw`, and of :func:`jopt.torch.SGD` with
-momentum, :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adam` and
+:func:`jopt.sgd` with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop`,
+:func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw`, and of
+:func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adam` and
 :func:`jopt.torch.AdamW`, on float32 parameters, on the CPU, optionally behind
 :func:`jopt.clip_by_global_norm`; momentum and Adam's moments may be kept in bfloat16;
 see :mod:`jopt.kernel_steps`); on

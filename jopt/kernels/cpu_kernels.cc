@@ -1,7 +1,8 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
-// steps (SGD with momentum, RMSprop, Adagrad, Adam, AdamW) over any number of float32
-// leaves, with state in float32 or (momentum, Adam, AdamW) bfloat16, and a sum of
-// squares over any number of float32 leaves (the global norm a clip needs).
+// steps (SGD with heavy-ball or Nesterov momentum, RMSprop, Adagrad, Adam, AdamW) over
+// any number of float32 leaves, with state in float32 or (momentum, Adam, AdamW)
+// bfloat16, and a sum of squares over any number of float32 leaves (the global norm a
+// clip needs).
 //
 // They take the leaves where they lie, as separate buffers, so that a model of 1000
 // small leaves costs a few kernel calls instead of a copy into a packed buffer and
@@ -140,8 +141,9 @@ struct Leaf {
 // where XLA contracts the same expressions in jopt's update + apply_updates.
 
 // Heavy-ball momentum (optax's trace; torch's SGD buffer, c = 1 - dampening after
-// its first step): m = fma(d, m, g' c), p = fma(m, -lr, p).
-template <typename SM>
+// its first step): m = fma(d, m, g' c), p = fma(m, -lr, p); with kNesterov the step
+// is u = fma(d, m, g') instead of m: p = fma(u, -lr, p).
+template <typename SM, bool kNesterov>
 struct Momentum {
   static constexpr int kStates = 1, kCoefs = 4;
   static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType};
@@ -155,9 +157,10 @@ struct Momentum {
     typename SM::T* __restrict MO = static_cast<typename SM::T*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float mi = std::fma(d, SM::Load(M, i), (G[i] * gs) * c);
+      const float gi = G[i] * gs;
+      const float mi = std::fma(d, SM::Load(M, i), gi * c);
       SM::Store(MO, i, mi);
-      PO[i] = std::fma(mi, neg_lr, P[i]);
+      PO[i] = std::fma(kNesterov ? std::fma(d, mi, gi) : mi, neg_lr, P[i]);
     }
   }
 };
@@ -388,6 +391,10 @@ ffi::Error AfterAll(ffi::RemainingArgs, ffi::Result<ffi::Buffer<ffi::F32>> out) 
 // (jopt.kernels.rules.StepKernel.targets): the rule, then each state's dtype.
 #define JOPT_STEP(name, Op) XLA_FFI_DEFINE_HANDLER_SYMBOL(name, Step<Op>, JOPT_STEP_BINDING)
 
+using MomentumF32 = Momentum<F32, false>;
+using MomentumBf16 = Momentum<BF16, false>;
+using NesterovF32 = Momentum<F32, true>;
+using NesterovBf16 = Momentum<BF16, true>;
 using AdamF32F32 = Adam<false, F32, F32>;
 using AdamF32Bf16 = Adam<false, F32, BF16>;
 using AdamBf16F32 = Adam<false, BF16, F32>;
@@ -397,8 +404,10 @@ using AdamWF32Bf16 = Adam<true, F32, BF16>;
 using AdamWBf16F32 = Adam<true, BF16, F32>;
 using AdamWBf16Bf16 = Adam<true, BF16, BF16>;
 
-JOPT_STEP(jopt_momentum_step_f32, Momentum<F32>);
-JOPT_STEP(jopt_momentum_step_bf16, Momentum<BF16>);
+JOPT_STEP(jopt_momentum_step_f32, MomentumF32);
+JOPT_STEP(jopt_momentum_step_bf16, MomentumBf16);
+JOPT_STEP(jopt_momentum_nesterov_step_f32, NesterovF32);
+JOPT_STEP(jopt_momentum_nesterov_step_bf16, NesterovBf16);
 JOPT_STEP(jopt_rmsprop_step_f32, RmsProp<true>);
 JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsProp<false>);
 JOPT_STEP(jopt_adagrad_step_f32, Adagrad);

@@ -39,6 +39,7 @@ __all__ = [
     "ADAMW",
     "KERNELS",
     "MOMENTUM",
+    "MOMENTUM_NESTEROV",
     "RMSPROP",
     "RMSPROP_EPS_OUTSIDE",
     "Rule",
@@ -156,9 +157,13 @@ class StepKernel(NamedTuple):
         )
 
 
-def _momentum(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
-    m = c["d"] * s[0] + g * c["c"]
-    return p + m * c["neg_lr"], (m,)
+def _momentum(nesterov: bool) -> Rule:
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        m = c["d"] * s[0] + g * c["c"]
+        u = g + c["d"] * m if nesterov else m
+        return p + u * c["neg_lr"], (m,)
+
+    return rule
 
 
 def _rmsprop(eps_in_sqrt: bool) -> Rule:
@@ -195,11 +200,13 @@ _ADAM_COEFFICIENTS = (
 _LOW_PRECISION = ("float32", "bfloat16")
 
 MOMENTUM = StepKernel(
-    "momentum", ("trace",), ("grad_scale", "d", "c", "neg_lr"), _momentum, _LOW_PRECISION
+    "momentum", ("trace",), ("grad_scale", "d", "c", "neg_lr"), _momentum(False), _LOW_PRECISION
 )
 """``m <- d m + c g;  p <- p + neg_lr m``, the momentum in float32 or bfloat16:
 :func:`jopt.sgd` with momentum ``d`` (``c = 1``), :func:`jopt.torch.SGD` (``c = 1 -
 dampening`` after the first step)."""
+MOMENTUM_NESTEROV = MOMENTUM._replace(name="momentum_nesterov", rule=_momentum(True))
+"""Nesterov momentum: ``m <- d m + c g;  p <- p + neg_lr (g + d m)`` (``nesterov=True``)."""
 RMSPROP = StepKernel(
     "rmsprop",
     ("nu",),
@@ -216,4 +223,4 @@ ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_P
 ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
 """AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
 
-KERNELS = (MOMENTUM, RMSPROP, RMSPROP_EPS_OUTSIDE, ADAGRAD, ADAM, ADAMW)
+KERNELS = (MOMENTUM, MOMENTUM_NESTEROV, RMSPROP, RMSPROP_EPS_OUTSIDE, ADAGRAD, ADAM, ADAMW)

@@ -95,9 +95,9 @@ def SGD(
         g_t <- g_t + momentum b_t  if nesterov  else  b_t
         p_t = p_{t-1} - lr_t g_t
 
-    Stepped with :func:`jopt.step`, momentum on float32 parameters on the CPU runs a
-    fused in-place kernel (:mod:`jopt.kernels`) unless ``nesterov``, ``weight_decay``
-    or ``maximize`` is set.
+    Stepped with :func:`jopt.step`, momentum (heavy-ball or Nesterov) on float32
+    parameters on the CPU runs a fused in-place kernel (:mod:`jopt.kernels`) unless
+    ``weight_decay`` or ``maximize`` is set.
 
     Args:
         lr: learning rate (float or schedule, e.g. from :mod:`jopt.torch.lr_scheduler`).
@@ -137,14 +137,14 @@ def SGD(
     has_momentum, has_decay = _nonzero(momentum), _nonzero(weight_decay)
 
     def build(lr: Any, momentum: Any, dampening: Any, weight_decay: Any) -> GradientTransformation:
-        kernel = has_momentum and not (nesterov or has_decay or maximize)
+        kernel = has_momentum and not (has_decay or maximize)
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             trace(momentum, nesterov, dampening=dampening) if has_momentum else None,
             scale_by_learning_rate(lr),
             stateful=has_momentum,
-            plan=momentum_plan(lr, momentum, dampening) if kernel else None,
+            plan=momentum_plan(lr, momentum, dampening, nesterov) if kernel else None,
         )
 
     values = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
