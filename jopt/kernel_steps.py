@@ -207,8 +207,9 @@ def rmsprop_plan(learning_rate: Any, decay: Any, eps: Any, eps_in_sqrt: bool) ->
     return plan
 
 
-def adagrad_plan(learning_rate: Any, eps: Any) -> PlanFn:
-    """Adagrad: ``chain(scale_by_rss, scale_by_learning_rate)`` (eps inside the root).
+def adagrad_plan(learning_rate: Any, eps: Any, eps_in_sqrt: bool = True) -> PlanFn:
+    """Adagrad: ``chain(scale_by_rss, scale_by_learning_rate)``, eps inside the root
+    (optax's) or outside it (``eps_in_sqrt=False``, torch's).
 
     Example:
         >>> import jax.numpy as jnp
@@ -220,11 +221,13 @@ def adagrad_plan(learning_rate: Any, eps: Any) -> PlanFn:
     """
     from jopt.transforms.adaptive import ScaleByRssState
 
+    kernel = rules.ADAGRAD if eps_in_sqrt else rules.ADAGRAD_EPS_OUTSIDE
+
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
         s = _first(state, ScaleByRssState, "adagrad")
-        c = rules.ADAGRAD.pack(grad_scale=_scale(grad_scale), eps=eps, neg_lr=-learning_rate)
+        c = kernel.pack(grad_scale=_scale(grad_scale), eps=eps, neg_lr=-learning_rate)
         return Plan(
-            rules.ADAGRAD,
+            kernel,
             c,
             [s.sum_of_squares],
             lambda trees: (ScaleByRssState(trees[0]), *state[1:]),

@@ -1,8 +1,8 @@
 """jopt.step: update and apply in one call, for every optimizer of both doors and optax.
 
 Where a fused kernel runs (the optax door's SGD with momentum or Nesterov, RMSprop,
-Adagrad, Adam and AdamW, the torch door's SGD with momentum or Nesterov, RMSprop, Adam
-and AdamW, on CPU float32), the
+Adagrad, Adam and AdamW, the torch door's SGD with momentum or Nesterov, RMSprop,
+Adagrad, Adam and AdamW, on CPU float32), the
 step may round differently from XLA's loop in the last bit; everywhere else it is the
 same program.
 """
@@ -40,6 +40,7 @@ CHAINS = {
         jopt.clip_by_global_norm(0.5), jopt.torch.SGD(lr=0.05, momentum=0.9)
     ),
     "torch.RMSprop_plain": lambda: jopt.torch.RMSprop(lr=0.01, alpha=0.9),
+    "torch.Adagrad_plain": lambda: jopt.torch.Adagrad(lr=0.05, initial_accumulator_value=0.1),
     "torch.AdamW_schedule": lambda: jopt.torch.AdamW(lr=SCHEDULE, weight_decay=0.05),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
@@ -75,6 +76,7 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "torch.SGD_dampening": "momentum",
     "clip+torch.SGD": "momentum",
     "torch.RMSprop_plain": "rmsprop_eps_outside",
+    "torch.Adagrad_plain": "adagrad_eps_outside",
     "torch.AdamW_schedule": "adamw",
 }
 
@@ -260,6 +262,8 @@ def test_step_agrees_with_optax_over_100_steps() -> None:
         ("SGD", dict(lr=0.01, momentum=0.8, dampening=0.5), "momentum_step_f32"),
         ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True), "momentum_nesterov_step_f32"),
         ("RMSprop", dict(lr=0.001, alpha=0.9, eps=1e-6), "rmsprop_eps_outside_step_f32"),
+        ("Adagrad", dict(lr=0.05), "adagrad_eps_outside_step_f32"),
+        ("Adagrad", dict(lr=0.01, initial_accumulator_value=0.5), "adagrad_eps_outside_step_f32"),
     ],
 )
 def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(

@@ -191,7 +191,8 @@ struct RmsProp {
 };
 
 // Adagrad (optax's scale_by_rss): s = fma(g', g', s); u = g' / sqrt(s + eps), 0 where
-// s is 0; p = fma(u, -lr, p).
+// s is 0 (kEpsInSqrt, optax's) or u = g' / (sqrt(s) + eps) (torch's); p = fma(u, -lr, p).
+template <bool kEpsInSqrt>
 struct Adagrad {
   static constexpr int kStates = 1, kCoefs = 3;
   static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32};
@@ -207,12 +208,17 @@ struct Adagrad {
     for (int64_t i = a; i < b; ++i) {
       const float gi = G[i] * gs;
       const float si = std::fma(gi, gi, S[i]);
-      // scale = si > 0 ? 1 / sqrt(si + eps) : 0, as a bit mask: GCC does not
-      // vectorize the select (the loop ran 1.7x slower than XLA's)
-      const float root = 1.0f / std::sqrt(si + eps);
-      const float scale = AsFloat(AsBits(root) & (0u - static_cast<uint32_t>(si > 0.0f)));
+      float u;
+      if (kEpsInSqrt) {
+        // scale = si > 0 ? 1 / sqrt(si + eps) : 0, as a bit mask: GCC does not
+        // vectorize the select (the loop ran 1.7x slower than XLA's)
+        const float root = 1.0f / std::sqrt(si + eps);
+        u = AsFloat(AsBits(root) & (0u - static_cast<uint32_t>(si > 0.0f))) * gi;
+      } else {
+        u = gi / (std::sqrt(si) + eps);
+      }
       SO[i] = si;
-      PO[i] = std::fma(scale * gi, neg_lr, P[i]);
+      PO[i] = std::fma(u, neg_lr, P[i]);
     }
   }
 };
@@ -410,7 +416,8 @@ JOPT_STEP(jopt_momentum_nesterov_step_f32, NesterovF32);
 JOPT_STEP(jopt_momentum_nesterov_step_bf16, NesterovBf16);
 JOPT_STEP(jopt_rmsprop_step_f32, RmsProp<true>);
 JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsProp<false>);
-JOPT_STEP(jopt_adagrad_step_f32, Adagrad);
+JOPT_STEP(jopt_adagrad_step_f32, Adagrad<true>);
+JOPT_STEP(jopt_adagrad_eps_outside_step_f32, Adagrad<false>);
 JOPT_STEP(jopt_adam_step_f32_f32, AdamF32F32);
 JOPT_STEP(jopt_adam_step_f32_bf16, AdamF32Bf16);
 JOPT_STEP(jopt_adam_step_bf16_f32, AdamBf16F32);

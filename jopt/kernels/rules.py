@@ -35,6 +35,7 @@ from jopt import tree as jtree
 
 __all__ = [
     "ADAGRAD",
+    "ADAGRAD_EPS_OUTSIDE",
     "ADAM",
     "ADAMW",
     "KERNELS",
@@ -175,10 +176,17 @@ def _rmsprop(eps_in_sqrt: bool) -> Rule:
     return rule
 
 
-def _adagrad(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
-    total = g * g + s[0]
-    scale = jnp.where(total > 0, jax.lax.rsqrt(total + c["eps"]), jnp.zeros((), total.dtype))
-    return p + (scale * g) * c["neg_lr"], (total,)
+def _adagrad(eps_in_sqrt: bool) -> Rule:
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        total = g * g + s[0]
+        if eps_in_sqrt:
+            root = jax.lax.rsqrt(total + c["eps"])
+            u = jnp.where(total > 0, root, jnp.zeros((), total.dtype)) * g
+        else:
+            u = g / (jnp.sqrt(total) + c["eps"])
+        return p + u * c["neg_lr"], (total,)
+
+    return rule
 
 
 def _adam(decoupled_decay: bool) -> Rule:
@@ -216,11 +224,24 @@ RMSPROP = StepKernel(
 """``v <- c g^2 + d v;  p <- p + neg_lr g / sqrt(v + eps)``: :func:`jopt.rmsprop`."""
 RMSPROP_EPS_OUTSIDE = RMSPROP._replace(name="rmsprop_eps_outside", rule=_rmsprop(eps_in_sqrt=False))
 """RMSprop with ``g / (sqrt(v) + eps)`` (``eps_in_sqrt=False``)."""
-ADAGRAD = StepKernel("adagrad", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"), _adagrad)
+ADAGRAD = StepKernel(
+    "adagrad", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"), _adagrad(eps_in_sqrt=True)
+)
 """``s <- s + g^2;  p <- p + neg_lr g / sqrt(s + eps)`` (0 where s = 0): :func:`jopt.adagrad`."""
+ADAGRAD_EPS_OUTSIDE = ADAGRAD._replace(name="adagrad_eps_outside", rule=_adagrad(eps_in_sqrt=False))
+"""Adagrad with ``g / (sqrt(s) + eps)``: :func:`jopt.torch.Adagrad`."""
 ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_PRECISION)
 """Adam (see :func:`jopt.kernels.adam_step_many`); each moment in float32 or bfloat16."""
 ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
 """AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
 
-KERNELS = (MOMENTUM, MOMENTUM_NESTEROV, RMSPROP, RMSPROP_EPS_OUTSIDE, ADAGRAD, ADAM, ADAMW)
+KERNELS = (
+    MOMENTUM,
+    MOMENTUM_NESTEROV,
+    RMSPROP,
+    RMSPROP_EPS_OUTSIDE,
+    ADAGRAD,
+    ADAGRAD_EPS_OUTSIDE,
+    ADAM,
+    ADAMW,
+)

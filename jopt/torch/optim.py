@@ -27,7 +27,14 @@ from jopt.base import GradientTransformation, ScalarOrSchedule
 from jopt.combine import chain
 from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
-from jopt.kernel_steps import PlanFn, adam_plan, momentum_plan, rmsprop_plan, with_kernel_step
+from jopt.kernel_steps import (
+    PlanFn,
+    adagrad_plan,
+    adam_plan,
+    momentum_plan,
+    rmsprop_plan,
+    with_kernel_step,
+)
 from jopt.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
@@ -463,6 +470,10 @@ def Adagrad(
     Hyperparameters in the state: ``lr``, ``lr_decay``, ``weight_decay``, ``eps``
     (fixed: ``initial_accumulator_value``).
 
+    Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`) unless ``lr_decay``, ``weight_decay`` or ``maximize``
+    is set.
+
     References:
         Duchi, Hazan & Singer, JMLR 2011; ``torch.optim.Adagrad``.
 
@@ -479,12 +490,14 @@ def Adagrad(
     def build(
         lr: Any, lr_decay: Any, weight_decay: Any, eps: Any, initial_accumulator_value: float
     ):
+        kernel = not (has_decay or has_lr_decay or maximize)
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
             scale_by_learning_rate(lr),
             scale_by_schedule(_inverse_time(lr_decay)) if has_lr_decay else None,
+            plan=adagrad_plan(lr, eps, eps_in_sqrt=False) if kernel else None,
         )
 
     values = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
