@@ -23,8 +23,9 @@ and the state in place (the outputs alias the donated inputs).
 :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`, on
 float32 parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`;
 momentum and Adam's moments may be kept in bfloat16; see :mod:`jopt.kernel_steps`);
-on other devices and dtypes the same step runs as XLA code (the kernels' "twins"). Plain
-SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth floor.
+on other devices and dtypes the same step runs as XLA code (the kernels' "twins").
+Plain SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth
+floor.
 The kernels are compiled on first use (see :mod:`jopt.kernels._build`); :func:`status`
 says whether they are in use.
 
@@ -384,14 +385,13 @@ def step_many(
     On the CPU, with float32 leaves, each state's buffers in one of the dtypes the
     kernel keeps (``kernel.storage``: float32, and bfloat16 for momentum and Adam's
     moments) and at least :data:`MIN_KERNEL_SIZE` elements in all, fused kernel calls
-    (one per :data:`MAX_LEAVES_PER_CALL` leaves)
-    update every leaf where it lies, in place when the caller donates ``params`` and
-    ``states``. Every call waits for all the gradients, so it runs after the whole
-    backward pass, and XLA need not copy the parameters that the backward pass reads.
-    Anything else runs the same arithmetic as XLA code (``kernel.reference``, to an
-    ulp: XLA places its own fused multiply-adds). Derivatives (``jax.grad`` through a
-    step, for meta-learning) and ``jax.vmap`` work: they use the XLA twin (under
-    ``vmap`` the twin runs).
+    (one per :data:`MAX_LEAVES_PER_CALL` leaves) update every leaf where it lies, in
+    place when the caller donates ``params`` and ``states``. Every call waits for all
+    the gradients, so it runs after the whole backward pass, and XLA need not copy the
+    parameters that the backward pass reads. Anything else runs the same arithmetic as
+    XLA code (``kernel.reference``, to an ulp: XLA places its own fused multiply-adds).
+    Derivatives (``jax.grad`` through a step, for meta-learning) and ``jax.vmap`` work:
+    they use the XLA twin (under ``vmap`` the twin runs).
 
     Example: SGD with momentum on two leaves whose momentum shares one buffer.
 
