@@ -2,9 +2,8 @@
 
 Where a fused kernel runs (the optax door's SGD with momentum or Nesterov, RMSprop,
 Adagrad, Adam and AdamW, the torch door's SGD with momentum or Nesterov, RMSprop,
-Adagrad, Adam and AdamW, on CPU float32), the
-step may round differently from XLA's loop in the last bit; everywhere else it is the
-same program.
+Adagrad, Adam and AdamW, on CPU float32), the step may round differently from XLA's
+loop in the last bit; everywhere else it is the same program.
 """
 
 from __future__ import annotations
