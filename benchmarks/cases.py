@@ -16,6 +16,7 @@ from typing import Any
 LEARNING_RATE = 1e-3
 TOTAL_STEPS = 10_000
 WARMUP_STEPS = 100
+SGD_WEIGHT_DECAY = 5e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,9 @@ def sweep_layouts(total: int = 1 << 21) -> dict[str, Layout]:
 
 # -- optimizers ----------------------------------------------------------------------
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad", "chain", "adam_bf16")
+OPTIMIZERS = (
+    "sgd", "momentum", "sgd_wd", "adam", "adamw", "rmsprop", "adagrad", "chain", "adam_bf16",
+)  # fmt: skip
 QUICK_OPTIMIZERS = ("adam", "chain")
 QUICK_PLAN = {"flat64k": ("adam",), "leaves20": ("chain",)}
 DEFAULT_PLAN = {
@@ -130,6 +133,8 @@ every optimizer on every layout."""
 DESCRIPTIONS = {
     "sgd": "SGD, lr 1e-3",
     "momentum": "SGD with momentum 0.9",
+    "sgd_wd": "SGD, momentum 0.9, weight decay 5e-4 added to the gradient (torch's ResNet "
+    "recipe; jopt: jopt.torch.SGD, optax: add_decayed_weights then sgd)",
     "adam": "Adam, lr 1e-3",
     "adamw": "AdamW, weight decay 1e-2",
     "rmsprop": "RMSprop (optax: decay 0.9; torch: alpha 0.99)",
@@ -142,6 +147,7 @@ BYTES_PER_PARAM = {
     # the memory traffic of an ideal single pass, float32: reads + in-place writes
     "sgd": 12,  # p, g read; p written
     "momentum": 20,  # p, g, m read; p, m written
+    "sgd_wd": 20,
     "adam": 28,  # p, g, m, v read; p, m, v written
     "adamw": 28,
     "rmsprop": 20,  # p, g, v read; p, v written
@@ -154,6 +160,7 @@ BYTES_PER_PARAM = {
 STATE_BYTES_PER_PARAM = {
     "sgd": 0,
     "momentum": 4,
+    "sgd_wd": 4,
     "adam": 8,
     "adamw": 8,
     "rmsprop": 4,
@@ -169,7 +176,7 @@ FLOORS = ("floor", "torch-floor")
 """The in-place kernel ``a <- a + s * b`` compiled by XLA and run by torch; the faster
 of the two, in each case, sets the bandwidth of the floor."""
 ONLY_JOPT = {"adam_bf16"}
-TORCH_FUSED = {"sgd", "momentum", "adam", "adamw", "adagrad", "chain"}
+TORCH_FUSED = {"sgd", "momentum", "sgd_wd", "adam", "adamw", "adagrad", "chain"}
 """Optimizers that torch 2.13 implements with ``fused=True`` (RMSprop has no fused kernel)."""
 
 
@@ -198,6 +205,10 @@ def jax_optimizer(lib: Any, name: str) -> Any:
         return lib.sgd(lr)
     if name == "momentum":
         return lib.sgd(lr, momentum=0.9)
+    if name == "sgd_wd":
+        if lib.__name__ == "jopt":  # the torch door, as a torch user writes it
+            return lib.torch.SGD(lr, momentum=0.9, weight_decay=SGD_WEIGHT_DECAY)
+        return lib.chain(lib.add_decayed_weights(SGD_WEIGHT_DECAY), lib.sgd(lr, momentum=0.9))
     if name == "adam":
         return lib.adam(lr)
     if name == "adamw":

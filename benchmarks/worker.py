@@ -298,6 +298,10 @@ class TorchWorker:
             return torch.optim.SGD(params, lr=lr, **kind), None, None
         if name == "momentum":
             return torch.optim.SGD(params, lr=lr, momentum=0.9, **kind), None, None
+        if name == "sgd_wd":
+            decay = cases.SGD_WEIGHT_DECAY
+            opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=decay, **kind)
+            return opt, None, None
         if name == "adam":
             return torch.optim.Adam(params, lr=lr, **kind), None, None
         if name == "adamw":

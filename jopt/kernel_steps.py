@@ -131,23 +131,56 @@ def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransf
     return stepping.with_packed_step(tx, packed_step)
 
 
-def _first(state: OptState, kind: type, who: str) -> Any:
-    first = state[0] if isinstance(state, tuple) and not hasattr(state, "_fields") else state
-    if not isinstance(first, kind):
-        raise TypeError(f"{who} step got a {type(first).__name__}, not a {kind.__name__}")
-    return first
+def _locate(state: OptState, kind: type, who: str) -> tuple[Any, Callable[[Any], OptState]]:
+    """The ``kind`` state in a chain's ``state`` (or ``state`` itself), and a function
+    that puts a new one in its place (the torch door's chains may start with stateless
+    steps: maximize, weight decay)."""
+    if isinstance(state, kind):
+        return state, lambda new: new
+    if isinstance(state, tuple) and not hasattr(state, "_fields"):
+        at = next((i for i, inner in enumerate(state) if isinstance(inner, kind)), None)
+        if at is not None:
+            return state[at], lambda new: (*state[:at], new, *state[at + 1 :])
+    found = type(state).__name__
+    raise TypeError(f"{who} step got a {found} that holds no {kind.__name__}")
 
 
-def _scale(grad_scale: jax.Array | None) -> Any:
-    return 1.0 if grad_scale is None else grad_scale
+def _gradient_in(kernel: rules.StepKernel, l2: Any | None) -> rules.StepKernel:
+    """``kernel``, or its variant after torch's coupled weight decay when ``l2`` is set."""
+    if l2 is None:
+        return kernel
+    for coupled in rules.KERNELS:
+        if coupled.name == f"{kernel.name}_l2":
+            return coupled
+    raise ValueError(f"the {kernel.name} kernel has no variant with coupled weight decay")
+
+
+def _gradient_coefficients(
+    grad_scale: jax.Array | None, l2: Any | None, maximize: bool
+) -> dict[str, Any]:
+    """``grad_scale`` (negated for torch's maximize, which negates the gradient
+    first: ``g (-s)`` is ``-(g s)`` exactly) and the coupled weight decay ``l2``."""
+    scale: Any = 1.0 if grad_scale is None else grad_scale
+    out = {"grad_scale": -scale if maximize else scale}
+    if l2 is not None:
+        out["l2"] = l2
+    return out
 
 
 def momentum_plan(
-    learning_rate: Any, momentum: Any, dampening: Any | None = None, nesterov: bool = False
+    learning_rate: Any,
+    momentum: Any,
+    dampening: Any | None = None,
+    nesterov: bool = False,
+    *,
+    l2: Any | None = None,
+    maximize: bool = False,
 ) -> PlanFn:
     """SGD with heavy-ball or Nesterov momentum: ``chain(trace(momentum, nesterov,
     dampening=...), scale_by_learning_rate)``; ``dampening`` (torch's) scales the
-    gradient by ``1 - dampening`` from the second step on, ``None`` never.
+    gradient by ``1 - dampening`` from the second step on, ``None`` never. The torch
+    door's ``maximize`` and coupled weight decay ``l2`` (``add_decayed_weights``) may
+    come first in the chain.
 
     Example:
         >>> import jax.numpy as jnp
@@ -159,28 +192,39 @@ def momentum_plan(
     """
     from jopt.transforms.momentum import TraceState
 
-    kernel = rules.MOMENTUM_NESTEROV if nesterov else rules.MOMENTUM
+    kernel = _gradient_in(rules.MOMENTUM_NESTEROV if nesterov else rules.MOMENTUM, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
-        s = _first(state, TraceState, "momentum")
+        s, put = _locate(state, TraceState, "momentum")
         d, _ = jtree.decay_pair(momentum, jnp.float32)
         c: Any = 1.0
         if dampening is not None:
             _, keep = jtree.decay_pair(dampening, jnp.float32)
             c = jnp.where(s.count == 0, jnp.float32(1), keep)
-        coefs = kernel.pack(grad_scale=_scale(grad_scale), d=d, c=c, neg_lr=-learning_rate)
+        coefs = kernel.pack(
+            **_gradient_coefficients(grad_scale, l2, maximize), d=d, c=c, neg_lr=-learning_rate
+        )
 
         def rebuild(trees: list[Any]) -> OptState:
-            return (TraceState(jtree.safe_increment(s.count), trees[0]), *state[1:])
+            return put(TraceState(jtree.safe_increment(s.count), trees[0]))
 
         return Plan(kernel, coefs, [s.trace], rebuild)
 
     return plan
 
 
-def rmsprop_plan(learning_rate: Any, decay: Any, eps: Any, eps_in_sqrt: bool) -> PlanFn:
+def rmsprop_plan(
+    learning_rate: Any,
+    decay: Any,
+    eps: Any,
+    eps_in_sqrt: bool,
+    *,
+    l2: Any | None = None,
+    maximize: bool = False,
+) -> PlanFn:
     """RMSprop without centering, momentum or bias correction:
-    ``chain(scale_by_rms, scale_by_learning_rate)``.
+    ``chain(scale_by_rms, scale_by_learning_rate)``, after the torch door's
+    ``maximize`` and coupled weight decay ``l2`` (eps outside the root only).
 
     Example:
         >>> import jax.numpy as jnp
@@ -192,24 +236,38 @@ def rmsprop_plan(learning_rate: Any, decay: Any, eps: Any, eps_in_sqrt: bool) ->
     """
     from jopt.transforms.adaptive import ScaleByRmsState
 
-    kernel = rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE
+    kernel = _gradient_in(rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
-        s = _first(state, ScaleByRmsState, "rmsprop")
+        s, put = _locate(state, ScaleByRmsState, "rmsprop")
         d, c = jtree.decay_pair(decay, jnp.float32)
-        coefs = kernel.pack(grad_scale=_scale(grad_scale), d=d, c=c, eps=eps, neg_lr=-learning_rate)
+        coefs = kernel.pack(
+            **_gradient_coefficients(grad_scale, l2, maximize),
+            d=d,
+            c=c,
+            eps=eps,
+            neg_lr=-learning_rate,
+        )
 
         def rebuild(trees: list[Any]) -> OptState:
-            return (ScaleByRmsState(jtree.safe_increment(s.count), trees[0]), *state[1:])
+            return put(ScaleByRmsState(jtree.safe_increment(s.count), trees[0]))
 
         return Plan(kernel, coefs, [s.nu], rebuild)
 
     return plan
 
 
-def adagrad_plan(learning_rate: Any, eps: Any, eps_in_sqrt: bool = True) -> PlanFn:
+def adagrad_plan(
+    learning_rate: Any,
+    eps: Any,
+    eps_in_sqrt: bool = True,
+    *,
+    l2: Any | None = None,
+    maximize: bool = False,
+) -> PlanFn:
     """Adagrad: ``chain(scale_by_rss, scale_by_learning_rate)``, eps inside the root
-    (optax's) or outside it (``eps_in_sqrt=False``, torch's).
+    (optax's) or outside it (``eps_in_sqrt=False``, torch's, which may come after the
+    torch door's ``maximize`` and coupled weight decay ``l2``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -221,17 +279,14 @@ def adagrad_plan(learning_rate: Any, eps: Any, eps_in_sqrt: bool = True) -> Plan
     """
     from jopt.transforms.adaptive import ScaleByRssState
 
-    kernel = rules.ADAGRAD if eps_in_sqrt else rules.ADAGRAD_EPS_OUTSIDE
+    kernel = _gradient_in(rules.ADAGRAD if eps_in_sqrt else rules.ADAGRAD_EPS_OUTSIDE, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
-        s = _first(state, ScaleByRssState, "adagrad")
-        c = kernel.pack(grad_scale=_scale(grad_scale), eps=eps, neg_lr=-learning_rate)
-        return Plan(
-            kernel,
-            c,
-            [s.sum_of_squares],
-            lambda trees: (ScaleByRssState(trees[0]), *state[1:]),
+        s, put = _locate(state, ScaleByRssState, "adagrad")
+        c = kernel.pack(
+            **_gradient_coefficients(grad_scale, l2, maximize), eps=eps, neg_lr=-learning_rate
         )
+        return Plan(kernel, c, [s.sum_of_squares], lambda trees: put(ScaleByRssState(trees[0])))
 
     return plan
 
@@ -245,10 +300,13 @@ def adam_plan(
     weight_decay: Any | None,
     *,
     precise_bias_correction: bool = False,
+    l2: Any | None = None,
+    maximize: bool = False,
 ) -> PlanFn:
     """Adam (``weight_decay=None``) or AdamW:
     ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``, with
-    ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's).
+    ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's); Adam may come
+    after the torch door's ``maximize`` and coupled weight decay ``l2``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -260,10 +318,12 @@ def adam_plan(
     """
     from jopt.transforms.adaptive import ScaleByAdamState
 
-    kernel = rules.ADAM if weight_decay is None else rules.ADAMW
+    if weight_decay is not None and l2 is not None:
+        raise ValueError("adam_plan: weight_decay (decoupled) and l2 (coupled) exclude each other")
+    kernel = _gradient_in(rules.ADAM if weight_decay is None else rules.ADAMW, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
-        s = _first(state, ScaleByAdamState, "adam")
+        s, put = _locate(state, ScaleByAdamState, "adam")
         count = jtree.safe_increment(s.count)
         c = kernels.AdamCoefficients.of(
             b1=b1,
@@ -273,13 +333,14 @@ def adam_plan(
             count=count,
             learning_rate=learning_rate,
             weight_decay=0.0 if weight_decay is None else weight_decay,
-            grad_scale=_scale(grad_scale),
+            grad_scale=1.0,
             precise_bias_correction=precise_bias_correction,
         )
+        values = {**c._asdict(), **_gradient_coefficients(grad_scale, l2, maximize)}
 
         def rebuild(trees: list[Any]) -> OptState:
-            return (ScaleByAdamState(count, *trees), *state[1:])
+            return put(ScaleByAdamState(count, *trees))
 
-        return Plan(kernel, kernel.pack(**c._asdict()), [s.mu, s.nu], rebuild)
+        return Plan(kernel, kernel.pack(**values), [s.mu, s.nu], rebuild)
 
     return plan

@@ -41,6 +41,23 @@ CHAINS = {
     "torch.RMSprop_plain": lambda: jopt.torch.RMSprop(lr=0.01, alpha=0.9),
     "torch.Adagrad_plain": lambda: jopt.torch.Adagrad(lr=0.05, initial_accumulator_value=0.1),
     "torch.AdamW_schedule": lambda: jopt.torch.AdamW(lr=SCHEDULE, weight_decay=0.05),
+    # torch's coupled weight decay and maximize, folded into the kernels' gradient
+    "torch.SGD_l2_maximize": lambda: jopt.torch.SGD(
+        lr=0.05, momentum=0.9, weight_decay=0.01, maximize=True
+    ),
+    "clip+torch.SGD_nesterov_l2_maximize": lambda: jopt.chain(
+        jopt.clip_by_global_norm(0.5),
+        jopt.torch.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01, maximize=True),
+    ),
+    "clip+torch.Adam_l2_maximize": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.torch.Adam(lr=0.01, weight_decay=0.01, maximize=True)
+    ),
+    "torch.AdamW_maximize": lambda: jopt.torch.AdamW(lr=0.01, maximize=True),
+    "torch.RMSprop_l2_maximize": lambda: jopt.torch.RMSprop(
+        lr=0.01, alpha=0.9, weight_decay=0.01, maximize=True
+    ),
+    "torch.Adagrad_l2": lambda: jopt.torch.Adagrad(lr=0.05, weight_decay=0.01),
+    "torch.Adagrad_maximize": lambda: jopt.torch.Adagrad(lr=0.05, maximize=True),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
         jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
@@ -77,6 +94,15 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "torch.RMSprop_plain": "rmsprop_eps_outside",
     "torch.Adagrad_plain": "adagrad_eps_outside",
     "torch.AdamW_schedule": "adamw",
+    "torch.SGD_l2_maximize": "momentum_l2",
+    "clip+torch.SGD_nesterov_l2_maximize": "momentum_nesterov_l2",
+    "torch.SGD": "momentum_l2",
+    "torch.Adam": "adam_l2",
+    "clip+torch.Adam_l2_maximize": "adam_l2",
+    "torch.AdamW_maximize": "adamw",
+    "torch.RMSprop_l2_maximize": "rmsprop_eps_outside_l2",
+    "torch.Adagrad_l2": "adagrad_eps_outside_l2",
+    "torch.Adagrad_maximize": "adagrad_eps_outside",
 }
 
 
@@ -263,6 +289,24 @@ def test_step_agrees_with_optax_over_100_steps() -> None:
         ("RMSprop", dict(lr=0.001, alpha=0.9, eps=1e-6), "rmsprop_eps_outside_step_f32"),
         ("Adagrad", dict(lr=0.05), "adagrad_eps_outside_step_f32"),
         ("Adagrad", dict(lr=0.01, initial_accumulator_value=0.5), "adagrad_eps_outside_step_f32"),
+        # coupled weight decay and maximize, in the kernels' gradient
+        ("SGD", dict(lr=0.01, momentum=0.9, weight_decay=5e-2), "momentum_l2_step_f32"),
+        (
+            "SGD",
+            dict(lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-2, maximize=True),
+            "momentum_nesterov_l2_step_f32",
+        ),
+        ("SGD", dict(lr=0.01, momentum=0.9, dampening=0.2, maximize=True), "momentum_step_f32"),
+        ("Adam", dict(lr=0.01, weight_decay=0.05), "adam_l2_step_f32_f32"),
+        ("Adam", dict(lr=0.01, weight_decay=0.05, maximize=True), "adam_l2_step_f32_f32"),
+        ("AdamW", dict(lr=0.01, weight_decay=0.05, maximize=True), "adamw_step_f32_f32"),
+        (
+            "RMSprop",
+            dict(lr=0.001, weight_decay=0.05, maximize=True),
+            "rmsprop_eps_outside_l2_step_f32",
+        ),
+        ("Adagrad", dict(lr=0.05, weight_decay=0.05), "adagrad_eps_outside_l2_step_f32"),
+        ("Adagrad", dict(lr=0.05, maximize=True), "adagrad_eps_outside_step_f32"),
     ],
 )
 def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(

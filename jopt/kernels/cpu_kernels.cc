@@ -1,8 +1,8 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
 // steps (SGD with heavy-ball or Nesterov momentum, RMSprop, Adagrad, Adam, AdamW) over
 // any number of float32 leaves, with state in float32 or (momentum, Adam, AdamW)
-// bfloat16, and a sum of squares over any number of float32 leaves (the global norm a
-// clip needs).
+// bfloat16, the torch door's coupled weight decay folded into the gradient, and a sum
+// of squares over any number of float32 leaves (the global norm a clip needs).
 //
 // They take the leaves where they lie, as separate buffers, so that a model of 1000
 // small leaves costs a few kernel calls instead of a copy into a packed buffer and
@@ -140,15 +140,33 @@ struct Leaf {
 // its fields) and runs its loop over elements [a, b) of a leaf. The fma calls are
 // where XLA contracts the same expressions in jopt's update + apply_updates.
 
+// The gradient a rule sees: g' = g * grad_scale (a folded clip; its sign is torch's
+// maximize), then with kL2 torch's coupled weight decay g' = fma(l2, p, g'), as XLA
+// contracts add_decayed_weights. Its coefficients come first: grad_scale [, l2].
+template <bool kL2>
+struct GradIn {
+  static constexpr int kCoefs = kL2 ? 2 : 1;
+  float gs, l2;
+  explicit GradIn(const float* k) : gs(k[0]), l2(kL2 ? k[1] : 0.0f) {}
+  float operator()(const float* __restrict G, const float* __restrict P, int64_t i) const {
+    const float g = G[i] * gs;
+    return kL2 ? std::fma(l2, P[i], g) : g;
+  }
+};
+using Plain = GradIn<false>;
+using L2 = GradIn<true>;
+
 // Heavy-ball momentum (optax's trace; torch's SGD buffer, c = 1 - dampening after
 // its first step): m = fma(d, m, g' c), p = fma(m, -lr, p); with kNesterov the step
 // is u = fma(d, m, g') instead of m: p = fma(u, -lr, p).
-template <typename SM, bool kNesterov>
+template <typename In, typename SM, bool kNesterov>
 struct Momentum {
-  static constexpr int kStates = 1, kCoefs = 4;
+  static constexpr int kStates = 1, kCoefs = In::kCoefs + 3;
   static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType};
-  float gs, d, c, neg_lr;
-  explicit Momentum(const float* k) : gs(k[0]), d(k[1]), c(k[2]), neg_lr(k[3]) {}
+  In in;
+  float d, c, neg_lr;
+  explicit Momentum(const float* k)
+      : in(k), d(k[In::kCoefs]), c(k[In::kCoefs + 1]), neg_lr(k[In::kCoefs + 2]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
@@ -157,7 +175,7 @@ struct Momentum {
     typename SM::T* __restrict MO = static_cast<typename SM::T*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float gi = G[i] * gs;
+      const float gi = in(G, P, i);
       const float mi = std::fma(d, SM::Load(M, i), gi * c);
       SM::Store(MO, i, mi);
       PO[i] = std::fma(kNesterov ? std::fma(d, mi, gi) : mi, neg_lr, P[i]);
@@ -167,12 +185,15 @@ struct Momentum {
 
 // RMSprop (optax's scale_by_rms): v = fma(c, g'^2, d v); u = g' / sqrt(v + eps)
 // (kEpsInSqrt, optax's rsqrt) or g' / (sqrt(v) + eps); p = fma(u, -lr, p).
-template <bool kEpsInSqrt>
+template <typename In, bool kEpsInSqrt>
 struct RmsProp {
-  static constexpr int kStates = 1, kCoefs = 5;
+  static constexpr int kStates = 1, kCoefs = In::kCoefs + 4;
   static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32};
-  float gs, d, c, eps, neg_lr;
-  explicit RmsProp(const float* k) : gs(k[0]), d(k[1]), c(k[2]), eps(k[3]), neg_lr(k[4]) {}
+  In in;
+  float d, c, eps, neg_lr;
+  explicit RmsProp(const float* k)
+      : in(k), d(k[In::kCoefs]), c(k[In::kCoefs + 1]), eps(k[In::kCoefs + 2]),
+        neg_lr(k[In::kCoefs + 3]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
@@ -181,7 +202,7 @@ struct RmsProp {
     float* __restrict VO = static_cast<float*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float gi = G[i] * gs;
+      const float gi = in(G, P, i);
       const float vi = std::fma(c, gi * gi, d * V[i]);
       const float u = kEpsInSqrt ? (1.0f / std::sqrt(vi + eps)) * gi : gi / (std::sqrt(vi) + eps);
       VO[i] = vi;
@@ -192,12 +213,13 @@ struct RmsProp {
 
 // Adagrad (optax's scale_by_rss): s = fma(g', g', s); u = g' / sqrt(s + eps), 0 where
 // s is 0 (kEpsInSqrt, optax's) or u = g' / (sqrt(s) + eps) (torch's); p = fma(u, -lr, p).
-template <bool kEpsInSqrt>
+template <typename In, bool kEpsInSqrt>
 struct Adagrad {
-  static constexpr int kStates = 1, kCoefs = 3;
+  static constexpr int kStates = 1, kCoefs = In::kCoefs + 2;
   static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32};
-  float gs, eps, neg_lr;
-  explicit Adagrad(const float* c) : gs(c[0]), eps(c[1]), neg_lr(c[2]) {}
+  In in;
+  float eps, neg_lr;
+  explicit Adagrad(const float* c) : in(c), eps(c[In::kCoefs]), neg_lr(c[In::kCoefs + 1]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
@@ -206,7 +228,7 @@ struct Adagrad {
     float* __restrict SO = static_cast<float*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float gi = G[i] * gs;
+      const float gi = in(G, P, i);
       const float si = std::fma(gi, gi, S[i]);
       float u;
       if (kEpsInSqrt) {
@@ -225,14 +247,17 @@ struct Adagrad {
 
 // Adam(W): m = fma(c1, g', d1 m), v = fma(c2, g'^2, d2 v),
 // u = (m / bc1) / (sqrt(v / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr, p).
-template <bool kDecoupledDecay, typename SM, typename SV>
+template <typename In, bool kDecoupledDecay, typename SM, typename SV>
 struct Adam {
-  static constexpr int kStates = 2, kCoefs = 11;
+  static constexpr int kStates = 2, kCoefs = In::kCoefs + 10;
   static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType, SV::kType};
-  float gs, d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
-  explicit Adam(const float* c)
-      : gs(c[0]), d1(c[1]), c1(c[2]), d2(c[3]), c2(c[4]), bc1(c[5]), bc2(c[6]),
-        eps_root(c[7]), eps(c[8]), wd(c[9]), neg_lr(c[10]) {}
+  In in;
+  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
+  explicit Adam(const float* k) : in(k) {
+    const float* c = k + In::kCoefs;
+    d1 = c[0], c1 = c[1], d2 = c[2], c2 = c[3], bc1 = c[4], bc2 = c[5];
+    eps_root = c[6], eps = c[7], wd = c[8], neg_lr = c[9];
+  }
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
@@ -243,7 +268,7 @@ struct Adam {
     typename SV::T* __restrict VO = static_cast<typename SV::T*>(L.s_out[1]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
-      const float gi = G[i] * gs;
+      const float gi = in(G, P, i);
       const float mi = std::fma(c1, gi, d1 * SM::Load(M, i));
       const float vi = std::fma(c2, gi * gi, d2 * SV::Load(V, i));
       float u = (mi / bc1) / (std::sqrt(vi / bc2 + eps_root) + eps);
@@ -397,27 +422,31 @@ ffi::Error AfterAll(ffi::RemainingArgs, ffi::Result<ffi::Buffer<ffi::F32>> out) 
 // (jopt.kernels.rules.StepKernel.targets): the rule, then each state's dtype.
 #define JOPT_STEP(name, Op) XLA_FFI_DEFINE_HANDLER_SYMBOL(name, Step<Op>, JOPT_STEP_BINDING)
 
-using MomentumF32 = Momentum<F32, false>;
-using MomentumBf16 = Momentum<BF16, false>;
-using NesterovF32 = Momentum<F32, true>;
-using NesterovBf16 = Momentum<BF16, true>;
-using AdamF32F32 = Adam<false, F32, F32>;
-using AdamF32Bf16 = Adam<false, F32, BF16>;
-using AdamBf16F32 = Adam<false, BF16, F32>;
-using AdamBf16Bf16 = Adam<false, BF16, BF16>;
-using AdamWF32F32 = Adam<true, F32, F32>;
-using AdamWF32Bf16 = Adam<true, F32, BF16>;
-using AdamWBf16F32 = Adam<true, BF16, F32>;
-using AdamWBf16Bf16 = Adam<true, BF16, BF16>;
+using MomentumF32 = Momentum<Plain, F32, false>;
+using MomentumBf16 = Momentum<Plain, BF16, false>;
+using NesterovF32 = Momentum<Plain, F32, true>;
+using NesterovBf16 = Momentum<Plain, BF16, true>;
+using AdamF32F32 = Adam<Plain, false, F32, F32>;
+using AdamF32Bf16 = Adam<Plain, false, F32, BF16>;
+using AdamBf16F32 = Adam<Plain, false, BF16, F32>;
+using AdamBf16Bf16 = Adam<Plain, false, BF16, BF16>;
+using AdamWF32F32 = Adam<Plain, true, F32, F32>;
+using AdamWF32Bf16 = Adam<Plain, true, F32, BF16>;
+using AdamWBf16F32 = Adam<Plain, true, BF16, F32>;
+using AdamWBf16Bf16 = Adam<Plain, true, BF16, BF16>;
+using RmsPropF32 = RmsProp<Plain, true>;
+using RmsPropEpsOutsideF32 = RmsProp<Plain, false>;
+using AdagradF32 = Adagrad<Plain, true>;
+using AdagradEpsOutsideF32 = Adagrad<Plain, false>;
 
 JOPT_STEP(jopt_momentum_step_f32, MomentumF32);
 JOPT_STEP(jopt_momentum_step_bf16, MomentumBf16);
 JOPT_STEP(jopt_momentum_nesterov_step_f32, NesterovF32);
 JOPT_STEP(jopt_momentum_nesterov_step_bf16, NesterovBf16);
-JOPT_STEP(jopt_rmsprop_step_f32, RmsProp<true>);
-JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsProp<false>);
-JOPT_STEP(jopt_adagrad_step_f32, Adagrad<true>);
-JOPT_STEP(jopt_adagrad_eps_outside_step_f32, Adagrad<false>);
+JOPT_STEP(jopt_rmsprop_step_f32, RmsPropF32);
+JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsPropEpsOutsideF32);
+JOPT_STEP(jopt_adagrad_step_f32, AdagradF32);
+JOPT_STEP(jopt_adagrad_eps_outside_step_f32, AdagradEpsOutsideF32);
 JOPT_STEP(jopt_adam_step_f32_f32, AdamF32F32);
 JOPT_STEP(jopt_adam_step_f32_bf16, AdamF32Bf16);
 JOPT_STEP(jopt_adam_step_bf16_f32, AdamBf16F32);
@@ -426,6 +455,20 @@ JOPT_STEP(jopt_adamw_step_f32_f32, AdamWF32F32);
 JOPT_STEP(jopt_adamw_step_f32_bf16, AdamWF32Bf16);
 JOPT_STEP(jopt_adamw_step_bf16_f32, AdamWBf16F32);
 JOPT_STEP(jopt_adamw_step_bf16_bf16, AdamWBf16Bf16);
+
+// The torch door's rules with coupled weight decay (weight_decay in torch.optim's SGD,
+// Adam, RMSprop, Adagrad): float32 state only, as the torch door keeps it.
+using MomentumL2F32 = Momentum<L2, F32, false>;
+using NesterovL2F32 = Momentum<L2, F32, true>;
+using AdamL2F32F32 = Adam<L2, false, F32, F32>;
+using RmsPropEpsOutsideL2F32 = RmsProp<L2, false>;
+using AdagradEpsOutsideL2F32 = Adagrad<L2, false>;
+
+JOPT_STEP(jopt_momentum_l2_step_f32, MomentumL2F32);
+JOPT_STEP(jopt_momentum_nesterov_l2_step_f32, NesterovL2F32);
+JOPT_STEP(jopt_rmsprop_eps_outside_l2_step_f32, RmsPropEpsOutsideL2F32);
+JOPT_STEP(jopt_adagrad_eps_outside_l2_step_f32, AdagradEpsOutsideL2F32);
+JOPT_STEP(jopt_adam_l2_step_f32_f32, AdamL2F32F32);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jopt_sum_squares_f32, SumSquares,
                               ffi::Ffi::Bind()

@@ -11,7 +11,9 @@ multiplied by ``grad_scale`` (a folded :func:`jopt.clip_by_global_norm`) and
 
 Adding an optimizer to :func:`jopt.step`'s kernels is: a loop in ``cpu_kernels.cc``
 (one handler per storage combination), a ``StepKernel`` here, and a plan in
-:mod:`jopt.kernel_steps` that maps its state and hyperparameters onto them.
+:mod:`jopt.kernel_steps` that maps its state and hyperparameters onto them. Torch's
+coupled weight decay (``g <- g + weight_decay p`` before the rule) is not a rule of its
+own: :meth:`StepKernel.with_l2` adds it to any rule, a handler per rule in C++.
 
 Example:
     >>> import jax.numpy as jnp
@@ -36,13 +38,18 @@ from jopt import tree as jtree
 __all__ = [
     "ADAGRAD",
     "ADAGRAD_EPS_OUTSIDE",
+    "ADAGRAD_EPS_OUTSIDE_L2",
     "ADAM",
     "ADAMW",
+    "ADAM_L2",
     "KERNELS",
     "MOMENTUM",
+    "MOMENTUM_L2",
     "MOMENTUM_NESTEROV",
+    "MOMENTUM_NESTEROV_L2",
     "RMSPROP",
     "RMSPROP_EPS_OUTSIDE",
+    "RMSPROP_EPS_OUTSIDE_L2",
     "Rule",
     "StepKernel",
 ]
@@ -63,6 +70,7 @@ class StepKernel(NamedTuple):
     the compute dtype) and ``storage`` (the dtypes each state may be kept in; every
     combination has a kernel). Parameters and gradients are float32; the arithmetic
     is float32 whatever the storage, each new state rounded once to its dtype.
+    ``l2``: the rule sees ``g + l2 p`` (see :meth:`with_l2`).
 
     Example:
         >>> from jopt.kernels import rules
@@ -75,6 +83,26 @@ class StepKernel(NamedTuple):
     coefficients: tuple[str, ...]
     rule: Rule
     storage: tuple[str, ...] = ("float32",)
+    l2: bool = False
+
+    def with_l2(self) -> StepKernel:
+        """This rule after torch's coupled weight decay, ``g <- g + l2 p`` (``g`` already
+        multiplied by ``grad_scale``; torch's ``maximize`` is a negative ``grad_scale``):
+        named ``<name>_l2``, its coefficients ``grad_scale, l2`` then the rule's, its
+        state float32 (the torch door's).
+
+        Example:
+            >>> from jopt.kernels import rules
+            >>> rules.MOMENTUM.with_l2().coefficients
+            ('grad_scale', 'l2', 'd', 'c', 'neg_lr')
+        """
+        head, *rest = self.coefficients
+        return self._replace(
+            name=f"{self.name}_l2",
+            coefficients=(head, "l2", *rest),
+            storage=("float32",),
+            l2=True,
+        )
 
     def target(self, *dtypes: Any) -> str | None:
         """The FFI target for states stored in ``dtypes`` (one per state), or None.
@@ -150,9 +178,10 @@ class StepKernel(NamedTuple):
         """
         ct = jtree.compute_dtype(jtree.promote(p.dtype, g.dtype, *(s.dtype for s in states)))
         c = {k: coefficients[i].astype(ct) for i, k in enumerate(self.coefficients)}
-        new_p, new_states = self.rule(
-            p.astype(ct), g.astype(ct) * c["grad_scale"], tuple(s.astype(ct) for s in states), c
-        )
+        p_ct, g_ct = p.astype(ct), g.astype(ct) * c["grad_scale"]
+        if self.l2:
+            g_ct = g_ct + c["l2"] * p_ct
+        new_p, new_states = self.rule(p_ct, g_ct, tuple(s.astype(ct) for s in states), c)
         return jtree.cast(new_p, p.dtype), tuple(
             jtree.cast(x, s.dtype) for x, s in zip(new_states, states, strict=True)
         )
@@ -235,6 +264,17 @@ ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_P
 ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
 """AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
 
+MOMENTUM_L2 = MOMENTUM.with_l2()
+"""Momentum after torch's coupled weight decay: :func:`jopt.torch.SGD` with ``weight_decay``."""
+MOMENTUM_NESTEROV_L2 = MOMENTUM_NESTEROV.with_l2()
+"""Nesterov momentum after torch's coupled weight decay."""
+RMSPROP_EPS_OUTSIDE_L2 = RMSPROP_EPS_OUTSIDE.with_l2()
+"""RMSprop (eps outside the root) after coupled weight decay: :func:`jopt.torch.RMSprop`."""
+ADAGRAD_EPS_OUTSIDE_L2 = ADAGRAD_EPS_OUTSIDE.with_l2()
+"""Adagrad (eps outside the root) after coupled weight decay: :func:`jopt.torch.Adagrad`."""
+ADAM_L2 = ADAM.with_l2()
+"""Adam after coupled weight decay: :func:`jopt.torch.Adam` with ``weight_decay``."""
+
 KERNELS = (
     MOMENTUM,
     MOMENTUM_NESTEROV,
@@ -244,4 +284,9 @@ KERNELS = (
     ADAGRAD_EPS_OUTSIDE,
     ADAM,
     ADAMW,
+    MOMENTUM_L2,
+    MOMENTUM_NESTEROV_L2,
+    RMSPROP_EPS_OUTSIDE_L2,
+    ADAGRAD_EPS_OUTSIDE_L2,
+    ADAM_L2,
 )

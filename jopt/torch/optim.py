@@ -102,9 +102,9 @@ def SGD(
         g_t <- g_t + momentum b_t  if nesterov  else  b_t
         p_t = p_{t-1} - lr_t g_t
 
-    Stepped with :func:`jopt.step`, momentum (heavy-ball or Nesterov) on float32
-    parameters on the CPU runs a fused in-place kernel (:mod:`jopt.kernels`) unless
-    ``weight_decay`` or ``maximize`` is set.
+    Stepped with :func:`jopt.step`, momentum (heavy-ball or Nesterov, with or without
+    ``weight_decay`` and ``maximize``) on float32 parameters on the CPU runs a fused
+    in-place kernel (:mod:`jopt.kernels`).
 
     Args:
         lr: learning rate (float or schedule, e.g. from :mod:`jopt.torch.lr_scheduler`).
@@ -144,14 +144,16 @@ def SGD(
     has_momentum, has_decay = _nonzero(momentum), _nonzero(weight_decay)
 
     def build(lr: Any, momentum: Any, dampening: Any, weight_decay: Any) -> GradientTransformation:
-        kernel = has_momentum and not (has_decay or maximize)
+        l2 = weight_decay if has_decay else None
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             trace(momentum, nesterov, dampening=dampening) if has_momentum else None,
             scale_by_learning_rate(lr),
             stateful=has_momentum,
-            plan=momentum_plan(lr, momentum, dampening, nesterov) if kernel else None,
+            plan=momentum_plan(lr, momentum, dampening, nesterov, l2=l2, maximize=maximize)
+            if has_momentum
+            else None,
         )
 
     values = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
@@ -206,7 +208,7 @@ def _adam(
             moments = scale_by_adam(betas[0], betas[1], eps, precise_bias_correction=True)
         decay = add_decayed_weights(weight_decay) if has_decay else None
         plan = None
-        if not (amsgrad or maximize or (has_decay and not decoupled)):
+        if not amsgrad:
             # optax's Adam(W) rule with torch's bias correction
             plan = adam_plan(
                 betas[0],
@@ -214,8 +216,10 @@ def _adam(
                 eps,
                 0.0,
                 lr,
-                weight_decay if has_decay else None,
+                weight_decay if has_decay and decoupled else None,
                 precise_bias_correction=True,
+                l2=weight_decay if has_decay and not decoupled else None,
+                maximize=maximize,
             )
         return _recipe(
             maximize,
@@ -257,8 +261,9 @@ def Adam(
         decoupled_weight_decay: p_{t-1} <- p_{t-1} (1 - lr_t weight_decay) first (AdamW)
 
     Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`) unless ``amsgrad``, ``maximize`` or a coupled
-    ``weight_decay`` is set (torch's ``fused=True``, whose argument is ignored here).
+    kernel (:mod:`jopt.kernels`), coupled or decoupled weight decay and ``maximize``
+    included, unless ``amsgrad`` is set (torch's ``fused=True``, whose argument is
+    ignored here).
 
     Args:
         lr: learning rate (float or schedule).
@@ -383,8 +388,8 @@ def RMSprop(
     Hyperparameters in the state: ``lr``, ``alpha``, ``eps``, ``weight_decay``, ``momentum``.
 
     Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`) unless ``centered``, ``momentum``, ``weight_decay``
-    or ``maximize`` is set.
+    kernel (:mod:`jopt.kernels`), ``weight_decay`` and ``maximize`` included, unless
+    ``centered`` or ``momentum`` is set.
 
     References:
         Hinton, lecture 6e, 2012; Graves, 2013; ``torch.optim.RMSprop``.
@@ -401,14 +406,17 @@ def RMSprop(
 
     def build(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any):
         block = scale_by_stddev if centered else scale_by_rms
-        kernel = not (centered or has_momentum or has_decay or maximize)
+        plan = None
+        if not (centered or has_momentum):
+            l2 = weight_decay if has_decay else None
+            plan = rmsprop_plan(lr, alpha, eps, eps_in_sqrt=False, l2=l2, maximize=maximize)
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             block(alpha, eps, 0.0, eps_in_sqrt=False),
             trace(momentum) if has_momentum else None,
             scale_by_learning_rate(lr),
-            plan=rmsprop_plan(lr, alpha, eps, eps_in_sqrt=False) if kernel else None,
+            plan=plan,
         )
 
     values = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
@@ -471,8 +479,8 @@ def Adagrad(
     (fixed: ``initial_accumulator_value``).
 
     Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`) unless ``lr_decay``, ``weight_decay`` or ``maximize``
-    is set.
+    kernel (:mod:`jopt.kernels`), ``weight_decay`` and ``maximize`` included, unless
+    ``lr_decay`` is set.
 
     References:
         Duchi, Hazan & Singer, JMLR 2011; ``torch.optim.Adagrad``.
@@ -490,14 +498,17 @@ def Adagrad(
     def build(
         lr: Any, lr_decay: Any, weight_decay: Any, eps: Any, initial_accumulator_value: float
     ):
-        kernel = not (has_decay or has_lr_decay or maximize)
+        plan = None
+        if not has_lr_decay:
+            l2 = weight_decay if has_decay else None
+            plan = adagrad_plan(lr, eps, eps_in_sqrt=False, l2=l2, maximize=maximize)
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=False),
             scale_by_learning_rate(lr),
             scale_by_schedule(_inverse_time(lr_decay)) if has_lr_decay else None,
-            plan=adagrad_plan(lr, eps, eps_in_sqrt=False) if kernel else None,
+            plan=plan,
         )
 
     values = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps)
