@@ -11,16 +11,18 @@ ORDER = ("jopt", "jopt-flat", "optax", "torch-foreach", "torch-fused")
 
 
 def summarize(record: dict[str, Any]) -> None:
-    """Adds ``median_ms``, ``p10_ms``, ``samples`` (and drops the raw times)."""
+    """Adds ``median_ms``, ``p10_ms``, the quartiles ``p25_ms`` and ``p75_ms`` and
+    ``samples`` (and drops the raw times; ``round_ms``, each round's median, stays)."""
     times = sorted(record.pop("times", []))
     record["samples"] = len(times)
     if times:
         record["median_ms"] = statistics.median(times) * 1e3
-        record["p10_ms"] = times[int(0.1 * (len(times) - 1))] * 1e3
+        for q in (10, 25, 75):
+            record[f"p{q}_ms"] = times[int(q / 100 * (len(times) - 1))] * 1e3
         if record.get("compile_s") is not None:
             record["compile_s"] = max(0.0, record["compile_s"] - record["median_ms"] / 1e3)
     else:
-        record["median_ms"] = record["p10_ms"] = None
+        record["median_ms"] = record["p10_ms"] = record["p25_ms"] = record["p75_ms"] = None
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
@@ -81,6 +83,14 @@ def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
     return f"{a['median_ms'] / b['median_ms']:.2f}"
 
 
+def _round_ratios(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    """The lowest and highest ratio of ``a``'s round medians to ``b``'s, round by round."""
+    if not a or not b or not a.get("round_ms") or not b.get("round_ms"):
+        return ""
+    ratios = [x / y for x, y in zip(a["round_ms"], b["round_ms"], strict=False) if y > 0]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else ""
+
+
 def _share(r: dict[str, Any] | None) -> str:
     if not r or r.get("share_of_floor") is None:
         return ""
@@ -118,16 +128,18 @@ def markdown(out: dict[str, Any]) -> str:
     steps = _by_case(out, "step")
     if steps:
         lines += [
-            "Optimizer step, median ms (jax: jit with params and state donated). "
-            "Ratios are step-time ratios (< 1: jopt faster); floor % = ideal-traffic time / "
-            "step time, at the bandwidth of the in-place kernel (the faster of XLA's and torch's) "
-            "measured in the same rotation.",
+            "Optimizer step, median ms per step (jax: jit with params and state donated). "
+            "Ratios are step-time ratios (< 1: jopt faster); by round: the lowest and highest "
+            "ratio of the two frameworks' medians in one sampling round (rounds alternate the "
+            "frameworks, so this is how far the machine's drift moves the comparison); "
+            "floor % = ideal-traffic time / step time, at the bandwidth of the in-place kernel "
+            "(the faster of XLA's and torch's) measured in the same rotation.",
             "",
             "| optimizer | layout | params | leaves | jopt | jopt-flat | optax | torch foreach"
-            " | torch fused | floor | jopt/optax | flat/optax | jopt/torch fused | "
+            " | torch fused | floor | jopt/optax | by round | flat/optax | jopt/torch fused | "
             "flat/torch fused | jopt floor % | flat floor % | optax floor % "
             "| torch fused floor % |",
-            "|" + "---|" * 18,
+            "|" + "---|" * 19,
         ]
         for (_, opt, layout, variant), row in steps.items():
             any_r = next(iter(row.values()))
@@ -143,6 +155,7 @@ def markdown(out: dict[str, Any]) -> str:
                         *(_ms(row.get(fw)) for fw in ORDER),
                         f"{any_r['floor_ms']:.3g}" if any_r.get("floor_ms") else "",
                         _ratio(row.get("jopt"), row.get("optax")),
+                        _round_ratios(row.get("jopt"), row.get("optax")),
                         _ratio(row.get("jopt-flat"), row.get("optax")),
                         _ratio(row.get("jopt"), row.get("torch-fused")),
                         _ratio(row.get("jopt-flat"), row.get("torch-fused")),
@@ -159,11 +172,13 @@ def markdown(out: dict[str, Any]) -> str:
     if trains:
         lines += [
             "",
-            f"Whole training step (forward + backward + {cases.TRAIN_OPTIMIZER}), median ms.",
+            f"Whole training step (forward + backward + {cases.TRAIN_OPTIMIZER}), median ms "
+            "(by round: as above).",
             "",
             "| model | params | leaves | jopt | jopt-flat | optax | torch foreach | torch fused"
-            " | jopt/optax | flat/optax | jopt compile s | flat compile s | optax compile s |",
-            "|" + "---|" * 13,
+            " | jopt/optax | by round | flat/optax | jopt compile s | flat compile s "
+            "| optax compile s |",
+            "|" + "---|" * 14,
         ]
         for (_, _, model, _), row in trains.items():
             any_r = next(iter(row.values()))
@@ -177,6 +192,7 @@ def markdown(out: dict[str, Any]) -> str:
                         str(any_r["leaves"]),
                         *(_ms(row.get(fw)) for fw in ORDER),
                         _ratio(row.get("jopt"), row.get("optax")),
+                        _round_ratios(row.get("jopt"), row.get("optax")),
                         _ratio(row.get("jopt-flat"), row.get("optax")),
                         *("" if c is None else f"{c:.2f}" for c in compile_s),
                     ]

@@ -11,10 +11,16 @@
 Method. Every framework runs in its own worker process (``benchmarks/worker.py``);
 the parent builds one case at a time in all of them, then asks them in turn for
 samples, round after round with the order rotated, so that jax and torch never run
-at the same time and the load of a shared machine falls on all of them alike. Each
-sample is one step ending in ``block_until_ready`` (or a device sync for torch),
-after a compile and two warm-up steps; the reported value is the median of all
-samples. jax steps are jitted with params and optimizer state donated. The floor is
+at the same time and the load of a shared machine falls on all of them alike. A
+sample is a few steps back to back (as a training loop dispatches them) ending in one
+``block_until_ready`` (a device sync for torch), after a compile and two warm-up
+steps: enough steps to last ``--sample-time`` and to make the wait for the outputs
+at most 2% of the sample (``benchmarks.worker.calls_per_sample``; waiting for 4000
+ready buffers takes about 0.8 ms, which would otherwise count against the library
+with more state leaves). The reported value is the median time per step over all
+samples, with its quartiles and the median of each round: the ratio of two
+frameworks' round medians, round by round, shows how far the machine's drift moves
+a comparison. jax steps are jitted with params and optimizer state donated. The floor is
 a STREAM-like in-place kernel ``a <- a + s * b`` over as many float32 elements as
 the case has parameters, compiled by XLA and run by torch (its multithreaded in-place
 ``add_``), both timed in the same rotation; the faster one's bandwidth turns
@@ -36,6 +42,7 @@ import json
 import os
 import platform
 import select
+import statistics
 import subprocess
 import sys
 import time
@@ -155,7 +162,7 @@ class Runner:
         sequential = est_bytes * len(frameworks) > 0.6 * memory
         blocks = 2 if sequential else 1
         rounds = max(1, self.args.rounds // blocks)
-        records = {fw: {**base, "framework": fw, "times": []} for fw in frameworks}
+        records = {fw: {**base, "framework": fw, "times": [], "round_ms": []} for fw in frameworks}
         groups = [[fw] for fw in frameworks] if sequential else [frameworks]
         for block in range(blocks):
             for group in groups:
@@ -163,7 +170,13 @@ class Runner:
                 for fw in group:
                     self.counter += 1
                     case_id = f"c{self.counter}"
-                    spec = {**base, "id": case_id, "cmd": "setup", "warmup": self.args.warmup}
+                    spec = {
+                        **base,
+                        "id": case_id,
+                        "cmd": "setup",
+                        "warmup": self.args.warmup,
+                        "sample_time": self.args.sample_time,
+                    }
                     if base["kind"] == "step" and not self.args.quick:
                         leaves = len(base["layout"]["leaves"])
                         spec["nodonate_memory"] = leaves <= LEAF_COUNT_FOR_REAL_UNDONATED
@@ -172,7 +185,8 @@ class Runner:
                         records[fw]["error"] = reply.get("error")
                         continue
                     if block == 0:
-                        for key in ("compile_s", "memory", "state_bytes", "param_bytes"):
+                        keys = ("compile_s", "memory", "state_bytes", "param_bytes")
+                        for key in (*keys, "calls_per_sample", "block_ms"):
                             records[fw][key] = reply.get(key)
                     live.append((fw, case_id))
                 for r in range(rounds):
@@ -187,6 +201,7 @@ class Runner:
                         )
                         if reply.get("ok"):
                             records[fw]["times"] += reply["times"]
+                            records[fw]["round_ms"].append(statistics.median(reply["times"]) * 1e3)
                         else:
                             records[fw]["error"] = reply.get("error")
                 for fw, case_id in live:
@@ -216,8 +231,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", help="comma-separated subset of " + ",".join(cases.MODELS))
     p.add_argument("--rounds", type=int, help="sampling rounds per case (default 5; quick 2)")
     p.add_argument("--min-time", type=float, help="seconds per sampling turn (default 0.15)")
-    p.add_argument("--min-calls", type=int, default=2, help="calls per sampling turn, at least")
-    p.add_argument("--max-calls", type=int, help="calls per sampling turn, at most (200)")
+    p.add_argument("--min-calls", type=int, default=2, help="samples per sampling turn, at least")
+    p.add_argument("--max-calls", type=int, help="samples per sampling turn, at most (200)")
+    p.add_argument(
+        "--sample-time",
+        type=float,
+        help="seconds one sample lasts at least, in whole steps (default 0.002)",
+    )
     p.add_argument("--warmup", type=int, help="warm-up steps after the first call (default 2)")
     p.add_argument(
         "--torch-threads",
@@ -244,6 +264,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.min_time = 0.02 if args.quick else 0.1
     if args.max_calls is None:
         args.max_calls = 10 if args.quick else 200
+    if args.sample_time is None:
+        args.sample_time = 0.002
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
     if args.quick and args.torch_threads is None:

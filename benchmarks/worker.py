@@ -7,7 +7,9 @@ stdin and answers one JSON line on stdout (logs go to stderr):
 - ``{"cmd": "setup", "id": ..., "kind": "step" | "train", ...}``: builds the case,
   compiles it (timed), runs two warm-up calls and reports compile time, memory;
 - ``{"cmd": "sample", "id": ..., "min_time": s, "min_calls": n, "max_calls": m}``:
-  times calls (each ending in ``block_until_ready`` / a device sync) and returns them;
+  takes samples and returns the time per step of each: a sample is ``calls`` steps
+  back to back, then one ``block_until_ready`` (a device sync for torch), as a training
+  loop runs; setup picks ``calls`` (see :func:`calls_per_sample`);
 - ``{"cmd": "free", "id": ...}`` and ``{"cmd": "exit"}``.
 
 Frameworks: ``jopt``, ``jopt-flat`` (:mod:`jopt.flat` buffers), ``optax``, ``floor``
@@ -19,6 +21,7 @@ and torch never share a process (their thread pools fight on a small CPU).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -46,6 +49,37 @@ def _available_memory() -> int:
     except OSError:
         pass
     return 0
+
+
+def calls_per_sample(step_s: float, block_s: float, sample_time: float) -> int:
+    """Steps per sample: enough that a sample lasts ``sample_time`` and that the wait
+    at its end (``block_s``, which grows with the number of output buffers: about
+    0.2 ms for 1000, beside steps of a few ms) is at most 2% of it.
+
+    Example:
+        >>> calls_per_sample(step_s=0.2e-3, block_s=2e-6, sample_time=2e-3)
+        10
+        >>> calls_per_sample(step_s=10e-3, block_s=0.8e-3, sample_time=2e-3)
+        4
+    """
+    want = max(sample_time, 50 * block_s)
+    return max(1, math.ceil(want / max(step_s, 1e-9)))
+
+
+def _timed_warmup(run: Any, count: int) -> float:
+    """Runs ``run`` (one step, waited for) ``count`` times; the fastest, in seconds."""
+    best = math.inf
+    for _ in range(max(1, count)):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _stepper(framework: str, tx: Any, apply: Any) -> Any:
@@ -205,30 +239,40 @@ class JaxWorker:
         args = fn(*args, *keep)
         jax.block_until_ready(args)
         first_s = time.perf_counter() - t0
-        for _ in range(spec.get("warmup", 2)):
-            args = fn(*args, *keep)
-            jax.block_until_ready(args)
-        self.cases[spec["id"]] = (fn, args, keep)
+        live = [args]
+
+        def warm() -> None:
+            live[0] = fn(*live[0], *keep)
+            jax.block_until_ready(live[0])
+
+        step_s = _timed_warmup(warm, spec.get("warmup", 2))
+        args = live[0]
+        block_s = min(_timed(lambda: jax.block_until_ready(args)) for _ in range(5))
+        calls = calls_per_sample(step_s, block_s, spec.get("sample_time", 0.0))
+        self.cases[spec["id"]] = (fn, args, keep, calls)
         return {
             "compile_s": compile_s + first_s,
             "memory": memory,
             "state_bytes": state_bytes,
             "param_bytes": param_bytes,
+            "calls_per_sample": calls,
+            "block_ms": block_s * 1e3,
         }
 
     def sample(self, spec: dict[str, Any]) -> dict[str, Any]:
         jax = self.jax
-        fn, args, keep = self.cases[spec["id"]]
+        fn, args, keep, calls = self.cases[spec["id"]]
         times: list[float] = []
         start = time.perf_counter()
         while len(times) < spec["max_calls"] and (
             len(times) < spec["min_calls"] or time.perf_counter() - start < spec["min_time"]
         ):
             t0 = time.perf_counter()
-            args = fn(*args, *keep)
+            for _ in range(calls):
+                args = fn(*args, *keep)
             jax.block_until_ready(args)
-            times.append(time.perf_counter() - t0)
-        self.cases[spec["id"]] = (fn, args, keep)
+            times.append((time.perf_counter() - t0) / calls)
+        self.cases[spec["id"]] = (fn, args, keep, calls)
         return {"times": times}
 
     def free(self, spec: dict[str, Any]) -> dict[str, Any]:
@@ -385,9 +429,14 @@ class TorchWorker:
         if self.device.type == "cuda":
             growth = torch.cuda.max_memory_allocated() - before
             memory = {"donated": None, "torch_step_peak": {"growth": growth}}
-        for _ in range(spec.get("warmup", 2)):
+
+        def warm() -> None:
             run()
-        self._sync()
+            self._sync()
+
+        step_s = _timed_warmup(warm, spec.get("warmup", 2))
+        block_s = min(_timed(self._sync) for _ in range(5))
+        calls = calls_per_sample(step_s, block_s, spec.get("sample_time", 0.0))
         state_bytes = sum(
             v.numel() * v.element_size()
             for s in (opt.state.values() if opt is not None else ())
@@ -395,26 +444,29 @@ class TorchWorker:
             if torch.is_tensor(v) and v.dim() > 0
         )
         param_bytes = sum(p.numel() * p.element_size() for p in params)
-        self.cases[spec["id"]] = (run, params, opt)
+        self.cases[spec["id"]] = (run, params, opt, calls)
         return {
             "compile_s": None,
             "first_s": first_s,
             "memory": memory,
             "state_bytes": state_bytes,
             "param_bytes": param_bytes,
+            "calls_per_sample": calls,
+            "block_ms": block_s * 1e3,
         }
 
     def sample(self, spec: dict[str, Any]) -> dict[str, Any]:
-        run = self.cases[spec["id"]][0]
+        run, _, _, calls = self.cases[spec["id"]]
         times: list[float] = []
         start = time.perf_counter()
         while len(times) < spec["max_calls"] and (
             len(times) < spec["min_calls"] or time.perf_counter() - start < spec["min_time"]
         ):
             t0 = time.perf_counter()
-            run()
+            for _ in range(calls):
+                run()
             self._sync()
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0) / calls)
         return {"times": times}
 
     def free(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,9 @@ def test_json_is_complete(quick_run: str) -> None:
     assert {r["optimizer"] for r in steps} == {"adam", "chain"}
     for r in results:
         assert not r.get("error"), (r["framework"], r.get("error"))
-        assert r["samples"] >= 2 and r["median_ms"] > 0 and r["p10_ms"] <= r["median_ms"]
+        assert r["samples"] >= 2 and r["median_ms"] > 0
+        assert r["p10_ms"] <= r["p25_ms"] <= r["median_ms"] <= r["p75_ms"]
+        assert len(r["round_ms"]) == 2 and r["calls_per_sample"] >= 1  # --quick: 2 rounds
     for r in steps:
         if r["framework"].startswith(("jopt", "optax")):
             assert r["compile_s"] >= 0
@@ -137,14 +139,14 @@ def _jax_params(framework: str, spec: dict[str, Any]) -> list[np.ndarray]:
     worker = JaxWorker(framework, "cpu")
     with standard_promotion():  # optax needs jax's default promotion rules
         worker.setup(spec)
-    _, (params, _), _ = worker.cases[spec["id"]]
+    _, (params, _), _, _ = worker.cases[spec["id"]]
     return [np.asarray(x) for x in jax.tree.leaves(params)]
 
 
 def _torch_params(spec: dict[str, Any]) -> list[np.ndarray]:
     worker = TorchWorker("torch-foreach", "cpu")
     worker.setup(spec)
-    _, params, _ = worker.cases[spec["id"]]
+    _, params, _, _ = worker.cases[spec["id"]]
     return [p.detach().numpy() for p in params]
 
 
