@@ -302,11 +302,13 @@ def adam_plan(
     precise_bias_correction: bool = False,
     l2: Any | None = None,
     maximize: bool = False,
+    nesterov: bool = False,
 ) -> PlanFn:
     """Adam (``weight_decay=None``) or AdamW:
     ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``, with
-    ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's); Adam may come
-    after the torch door's ``maximize`` and coupled weight decay ``l2``.
+    ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's) and ``nesterov``
+    (NAdam, NAdamW); Adam may come after the torch door's ``maximize`` and coupled
+    weight decay ``l2``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -316,11 +318,15 @@ def adam_plan(
         >>> adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01)(state, None).kernel.name
         'adamw'
     """
-    from jopt.transforms.adaptive import ScaleByAdamState
+    from jopt.transforms.adaptive import ScaleByAdamState, _correction
 
     if weight_decay is not None and l2 is not None:
         raise ValueError("adam_plan: weight_decay (decoupled) and l2 (coupled) exclude each other")
-    kernel = _gradient_in(rules.ADAM if weight_decay is None else rules.ADAMW, l2)
+    if nesterov:
+        kernel = rules.NADAM if weight_decay is None else rules.NADAMW
+    else:
+        kernel = rules.ADAM if weight_decay is None else rules.ADAMW
+    kernel = _gradient_in(kernel, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
         s, put = _locate(state, ScaleByAdamState, "adam")
@@ -337,6 +343,9 @@ def adam_plan(
             precise_bias_correction=precise_bias_correction,
         )
         values = {**c._asdict(), **_gradient_coefficients(grad_scale, l2, maximize)}
+        if nesterov:  # 1 - b1^(t+1), as scale_by_adam computes it
+            next_count = jtree.safe_increment(count)
+            values["bc1_next"] = _correction(b1, next_count, jnp.float32, precise_bias_correction)
 
         def rebuild(trees: list[Any]) -> OptState:
             return put(ScaleByAdamState(count, *trees))

@@ -130,8 +130,8 @@ def adam(
 
     With ``nesterov=True`` this is NAdam (see :func:`jopt.scale_by_adam`). Stepped
     with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`), the moments in float32 or bfloat16, unless
-    ``nesterov`` is set.
+    kernel (:mod:`jopt.kernels`), the moments in float32 or bfloat16 (NAdam's in
+    float32).
 
     Args:
         learning_rate: a float or a schedule.
@@ -163,7 +163,7 @@ def adam(
         [0.19989562]
         [0.29961646]
     """
-    plain = not nesterov and keeps(rules.ADAM, mu_dtype, nu_dtype)
+    plain = keeps(rules.NADAM if nesterov else rules.ADAM, mu_dtype, nu_dtype)
 
     def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any):
         moments = scale_by_adam(
@@ -171,7 +171,8 @@ def adam(
         )
         inner = chain(moments, scale_by_learning_rate(learning_rate))
         if plain:
-            inner = with_kernel_step(inner, adam_plan(b1, b2, eps, eps_root, learning_rate, None))
+            plan = adam_plan(b1, b2, eps, eps_root, learning_rate, None, nesterov=nesterov)
+            inner = with_kernel_step(inner, plan)
         return fuse(inner)
 
     return with_hyperparams(
@@ -220,7 +221,7 @@ def adamw(
     so this function) uses ``weight_decay=1e-4``, torch ``1e-2``
     (:func:`jopt.torch.AdamW` follows torch). Stepped with :func:`jopt.step`,
     float32 parameters on the CPU run a fused in-place kernel (:mod:`jopt.kernels`),
-    the moments in float32 or bfloat16, unless ``mask`` or ``nesterov`` is set.
+    the moments in float32 or bfloat16 (NAdamW's in float32), unless ``mask`` is set.
 
     Args:
         learning_rate: a float or a schedule.
@@ -256,20 +257,20 @@ def adamw(
             b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
         )
         lr = scale_by_learning_rate(learning_rate)
-        plain = not nesterov and keeps(rules.ADAMW, mu_dtype, nu_dtype)
+        plain = keeps(rules.NADAMW if nesterov else rules.ADAMW, mu_dtype, nu_dtype)
         if no_decay:
             inner = chain(moments, lr)
             if plain:
-                inner = with_kernel_step(
-                    inner, adam_plan(b1, b2, eps, eps_root, learning_rate, None)
-                )
+                plan = adam_plan(b1, b2, eps, eps_root, learning_rate, None, nesterov=nesterov)
+                inner = with_kernel_step(inner, plan)
             return fuse(inner)
         if mask is None:
             inner = chain(moments, add_decayed_weights(weight_decay), lr)
             if plain:
-                inner = with_kernel_step(
-                    inner, adam_plan(b1, b2, eps, eps_root, learning_rate, weight_decay)
+                plan = adam_plan(
+                    b1, b2, eps, eps_root, learning_rate, weight_decay, nesterov=nesterov
                 )
+                inner = with_kernel_step(inner, plan)
             return fuse(inner)
         return chain(fuse(moments), add_decayed_weights(weight_decay, mask), lr)
 

@@ -58,6 +58,9 @@ CHAINS = {
     ),
     "torch.Adagrad_l2": lambda: jopt.torch.Adagrad(lr=0.05, weight_decay=0.01),
     "torch.Adagrad_maximize": lambda: jopt.torch.Adagrad(lr=0.05, maximize=True),
+    "clip+nadamw+schedule": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01, nesterov=True)
+    ),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
         jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
@@ -66,6 +69,7 @@ CHAINS = {
 LOW_PRECISION_STATE = {  # besides OPTIMIZERS' adam_bf16_moments
     "adamw_bf16_nu": lambda: jopt.adamw(0.01, weight_decay=0.1, nu_dtype=jnp.bfloat16),
     "sgd_momentum_bf16": lambda: jopt.sgd(0.05, momentum=0.9, accumulator_dtype=jnp.bfloat16),
+    "nadam_bf16_mu": lambda: jopt.adam(0.01, mu_dtype=jnp.bfloat16, nesterov=True),  # no kernel
     "clip+adam_bf16_mu": lambda: jopt.chain(
         jopt.clip_by_global_norm(1.0), jopt.adam(0.01, mu_dtype=jnp.bfloat16)
     ),
@@ -103,6 +107,8 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "torch.RMSprop_l2_maximize": "rmsprop_eps_outside_l2",
     "torch.Adagrad_l2": "adagrad_eps_outside_l2",
     "torch.Adagrad_maximize": "adagrad_eps_outside",
+    "adam_nesterov_eps_root": "nadam",
+    "clip+nadamw+schedule": "nadamw",
 }
 
 
@@ -252,12 +258,17 @@ def test_a_training_step_updates_the_weights_in_place_without_copies(
     assert " copy(" not in entry, entry
 
 
-def test_step_agrees_with_optax_over_100_steps() -> None:
+@pytest.mark.parametrize("nesterov", [False, True], ids=["adamw", "nadamw"])
+def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
     """The kernel path against the real optax, step by step (the parity tests' bound)."""
-    ours = jopt.chain(jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01))
+    ours = jopt.chain(
+        jopt.clip_by_global_norm(1.0),
+        jopt.adamw(SCHEDULE, weight_decay=0.01, nesterov=nesterov),
+    )
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 50)
     theirs = optax.chain(
         optax.clip_by_global_norm(1.0),
-        optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 50), weight_decay=0.01),
+        optax.adamw(schedule, weight_decay=0.01, nesterov=nesterov),
     )
     params = _params()
     p1, s1 = params, ours.init(params)

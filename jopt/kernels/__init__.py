@@ -12,14 +12,14 @@ and the state in place (the outputs alias the donated inputs).
 
 - :func:`step_many`: one optimizer step, applied, for the update rules of
   :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop, Adagrad, Adam,
-  AdamW, each in optax's and torch's forms where they differ, torch's after its
-  coupled weight decay);
+  AdamW, NAdam, NAdamW, each in optax's and torch's forms where they differ, torch's
+  after its coupled weight decay);
   :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
 :func:`jopt.step` uses them where they apply (today: the plain forms of
 :func:`jopt.sgd` with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop`,
-:func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw`, and of
+:func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W) too), and of
 :func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`,
 :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
 ``weight_decay`` and ``maximize`` included, on float32 parameters, on the CPU,

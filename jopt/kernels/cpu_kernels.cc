@@ -1,5 +1,6 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
-// steps (SGD with heavy-ball or Nesterov momentum, RMSprop, Adagrad, Adam, AdamW) over
+// steps (SGD with heavy-ball or Nesterov momentum, RMSprop, Adagrad, Adam, AdamW,
+// NAdam, NAdamW) over
 // any number of float32 leaves, with state in float32 or (momentum, Adam, AdamW)
 // bfloat16, the torch door's coupled weight decay folded into the gradient, and a sum
 // of squares over any number of float32 leaves (the global norm a clip needs).
@@ -247,16 +248,19 @@ struct Adagrad {
 
 // Adam(W): m = fma(c1, g', d1 m), v = fma(c2, g'^2, d2 v),
 // u = (m / bc1) / (sqrt(v / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr, p).
-template <typename In, bool kDecoupledDecay, typename SM, typename SV>
+// NAdam(W) (kNesterov) has m / bc1 as (d1 m) / bc1_next + (c1 g') / bc1, where bc1_next
+// is 1 - b1^(t+1), its coefficient after the others.
+template <typename In, bool kDecoupledDecay, typename SM, typename SV, bool kNesterov = false>
 struct Adam {
-  static constexpr int kStates = 2, kCoefs = In::kCoefs + 10;
+  static constexpr int kStates = 2, kCoefs = In::kCoefs + 10 + (kNesterov ? 1 : 0);
   static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType, SV::kType};
   In in;
-  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
+  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr, bc1_next;
   explicit Adam(const float* k) : in(k) {
     const float* c = k + In::kCoefs;
     d1 = c[0], c1 = c[1], d2 = c[2], c2 = c[3], bc1 = c[4], bc2 = c[5];
     eps_root = c[6], eps = c[7], wd = c[8], neg_lr = c[9];
+    bc1_next = kNesterov ? c[10] : 1.0f;
   }
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
@@ -271,7 +275,8 @@ struct Adam {
       const float gi = in(G, P, i);
       const float mi = std::fma(c1, gi, d1 * SM::Load(M, i));
       const float vi = std::fma(c2, gi * gi, d2 * SV::Load(V, i));
-      float u = (mi / bc1) / (std::sqrt(vi / bc2 + eps_root) + eps);
+      const float m_hat = kNesterov ? (d1 * mi) / bc1_next + (c1 * gi) / bc1 : mi / bc1;
+      float u = m_hat / (std::sqrt(vi / bc2 + eps_root) + eps);
       const float pi = P[i];
       if (kDecoupledDecay) u = std::fma(wd, pi, u);
       SM::Store(MO, i, mi);
@@ -434,6 +439,8 @@ using AdamWF32F32 = Adam<Plain, true, F32, F32>;
 using AdamWF32Bf16 = Adam<Plain, true, F32, BF16>;
 using AdamWBf16F32 = Adam<Plain, true, BF16, F32>;
 using AdamWBf16Bf16 = Adam<Plain, true, BF16, BF16>;
+using NAdamF32F32 = Adam<Plain, false, F32, F32, true>;
+using NAdamWF32F32 = Adam<Plain, true, F32, F32, true>;
 using RmsPropF32 = RmsProp<Plain, true>;
 using RmsPropEpsOutsideF32 = RmsProp<Plain, false>;
 using AdagradF32 = Adagrad<Plain, true>;
@@ -455,6 +462,8 @@ JOPT_STEP(jopt_adamw_step_f32_f32, AdamWF32F32);
 JOPT_STEP(jopt_adamw_step_f32_bf16, AdamWF32Bf16);
 JOPT_STEP(jopt_adamw_step_bf16_f32, AdamWBf16F32);
 JOPT_STEP(jopt_adamw_step_bf16_bf16, AdamWBf16Bf16);
+JOPT_STEP(jopt_nadam_step_f32_f32, NAdamF32F32);
+JOPT_STEP(jopt_nadamw_step_f32_f32, NAdamWF32F32);
 
 // The torch door's rules with coupled weight decay (weight_decay in torch.optim's SGD,
 // Adam, RMSprop, Adagrad): float32 state only, as the torch door keeps it.

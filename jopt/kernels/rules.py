@@ -47,6 +47,8 @@ __all__ = [
     "MOMENTUM_L2",
     "MOMENTUM_NESTEROV",
     "MOMENTUM_NESTEROV_L2",
+    "NADAM",
+    "NADAMW",
     "RMSPROP",
     "RMSPROP_EPS_OUTSIDE",
     "RMSPROP_EPS_OUTSIDE_L2",
@@ -218,11 +220,14 @@ def _adagrad(eps_in_sqrt: bool) -> Rule:
     return rule
 
 
-def _adam(decoupled_decay: bool) -> Rule:
+def _adam(decoupled_decay: bool, nesterov: bool = False) -> Rule:
     def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
         m = c["c1"] * g + c["d1"] * s[0]
         v = c["c2"] * (g * g) + c["d2"] * s[1]
-        u = (m / c["bc1"]) / (jnp.sqrt(v / c["bc2"] + c["eps_root"]) + c["eps"])
+        m_hat = m / c["bc1"]
+        if nesterov:  # NAdam (unused m / bc1 is dead code to XLA)
+            m_hat = c["d1"] * m / c["bc1_next"] + c["c1"] * g / c["bc1"]
+        u = m_hat / (jnp.sqrt(v / c["bc2"] + c["eps_root"]) + c["eps"])
         if decoupled_decay:
             u = u + c["weight_decay"] * p
         return p + u * c["neg_lr"], (m, v)
@@ -263,6 +268,11 @@ ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_P
 """Adam (see :func:`jopt.kernels.adam_step_many`); each moment in float32 or bfloat16."""
 ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
 """AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
+NADAM = StepKernel("nadam", ("mu", "nu"), (*_ADAM_COEFFICIENTS, "bc1_next"), _adam(False, True))
+"""NAdam (:func:`jopt.adam` with ``nesterov=True``): Adam with the bias-corrected first
+moment ``b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)``; float32 moments."""
+NADAMW = NADAM._replace(name="nadamw", rule=_adam(True, True))
+"""NAdamW: NAdam with ``u <- u + weight_decay p`` before the learning rate."""
 
 MOMENTUM_L2 = MOMENTUM.with_l2()
 """Momentum after torch's coupled weight decay: :func:`jopt.torch.SGD` with ``weight_decay``."""
@@ -284,6 +294,8 @@ KERNELS = (
     ADAGRAD_EPS_OUTSIDE,
     ADAM,
     ADAMW,
+    NADAM,
+    NADAMW,
     MOMENTUM_L2,
     MOMENTUM_NESTEROV_L2,
     RMSPROP_EPS_OUTSIDE_L2,

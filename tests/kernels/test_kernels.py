@@ -222,11 +222,12 @@ MANY = {
 def _coefficient_values(kernel: rules.StepKernel) -> dict[str, Any]:
     adam = _coefficients(4, weight_decay=0.05, grad_scale=0.7, eps_root=1e-9)._asdict()
     values = dict(grad_scale=0.7, d=0.9, c=0.1, eps=1e-7, neg_lr=-0.01)
+    values["bc1_next"] = 1 - 0.9**5  # NAdam's next bias correction (step 4 of b1 = 0.9)
     if kernel.l2:  # the torch door's coupled weight decay, with maximize's negative scale
         adam["grad_scale"] = values["grad_scale"] = -0.7
         values["l2"] = 0.03
     return {
-        k: adam[k] if kernel.name.startswith("adam") and k in adam else values[k]
+        k: adam[k] if "adam" in kernel.name and k in adam else values[k]
         for k in kernel.coefficients
     }
 
