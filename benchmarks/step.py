@@ -10,8 +10,10 @@
 
 Method. Every framework runs in its own worker process (``benchmarks/worker.py``);
 the parent builds one case at a time in all of them, then asks them in turn for
-samples, round after round with the order rotated, so that jax and torch never run
-at the same time and the load of a shared machine falls on all of them alike. A
+samples, round after round in a fresh random order (seeded), with a short idle gap
+before each turn, so that jax and torch never run at the same time, no framework
+always follows the same one (whose threads may still be spinning down), and the load
+of a shared machine falls on all of them alike. A
 sample is a few steps back to back (as a training loop dispatches them) ending in one
 ``block_until_ready`` (a device sync for torch), after a compile and two warm-up
 steps: enough steps to last ``--sample-time`` and to make the wait for the outputs
@@ -41,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import select
 import statistics
 import subprocess
@@ -156,7 +159,7 @@ class Runner:
     # -- one case -----------------------------------------------------------------------
 
     def run_case(self, base: dict[str, Any], frameworks: list[str], est_bytes: int) -> None:
-        """Sets the case up in every framework, samples them in rotation, frees it."""
+        """Sets the case up in every framework, samples them round by round, frees it."""
         frameworks = [fw for fw in frameworks if fw in self.workers]
         memory = min(self.workers[fw].info_memory for fw in frameworks)  # type: ignore[attr-defined]
         sequential = est_bytes * len(frameworks) > 0.6 * memory
@@ -189,9 +192,12 @@ class Runner:
                         for key in (*keys, "calls_per_sample", "block_ms"):
                             records[fw][key] = reply.get(key)
                     live.append((fw, case_id))
-                for r in range(rounds):
-                    order = live[r % len(live) :] + live[: r % len(live)] if live else []
+                shuffle = random.Random(self.counter).shuffle
+                for _ in range(rounds):
+                    order = list(live)
+                    shuffle(order)  # a rotation would keep each framework after the same one
                     for fw, case_id in order:
+                        time.sleep(self.args.gap)  # the last turn's threads settle first
                         reply = self.workers[fw].call(
                             cmd="sample",
                             id=case_id,
@@ -233,6 +239,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-time", type=float, help="seconds per sampling turn (default 0.15)")
     p.add_argument("--min-calls", type=int, default=2, help="samples per sampling turn, at least")
     p.add_argument("--max-calls", type=int, help="samples per sampling turn, at most (200)")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.02,
+        help="seconds of idle before each sampling turn (default 0.02)",
+    )
     p.add_argument(
         "--sample-time",
         type=float,
