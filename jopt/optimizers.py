@@ -37,7 +37,7 @@ from jopt.transforms.momentum import _check_nesterov, trace
 from jopt.transforms.scaling import scale_by_learning_rate
 from jopt.transforms.weight_decay import add_decayed_weights
 
-__all__ = ["adadelta", "adagrad", "adam", "adamw", "rmsprop", "sgd"]
+__all__ = ["adadelta", "adagrad", "adam", "adamw", "nadam", "nadamw", "rmsprop", "sgd"]
 
 Mask = Any | Callable[[Params], Any]
 
@@ -163,6 +163,23 @@ def adam(
         [0.19989562]
         [0.29961646]
     """
+    return _adam(
+        "adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
+    )
+
+
+def _adam(
+    owner: str,
+    learning_rate: ScalarOrSchedule,
+    b1: float,
+    b2: float,
+    eps: float,
+    eps_root: float,
+    mu_dtype: Any | None,
+    *,
+    nesterov: bool,
+    nu_dtype: Any | None,
+) -> GradientTransformation:
     plain = keeps(rules.NADAM if nesterov else rules.ADAM, mu_dtype, nu_dtype)
 
     def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any):
@@ -177,7 +194,7 @@ def adam(
 
     return with_hyperparams(
         build,
-        owner="adam",
+        owner=owner,
         bounds=_ADAM_BOUNDS,
         learning_rate=learning_rate,
         b1=b1,
@@ -250,6 +267,35 @@ def adamw(
         >>> tx.update(jnp.zeros(1), tx.init(w), w)[0]  # zero gradient: decay only
         Array([-0.05], dtype=float32)
     """
+    return _adamw(
+        "adamw",
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        weight_decay,
+        mask,
+        nesterov=nesterov,
+        nu_dtype=nu_dtype,
+    )
+
+
+def _adamw(
+    owner: str,
+    learning_rate: ScalarOrSchedule,
+    b1: float,
+    b2: float,
+    eps: float,
+    eps_root: float,
+    mu_dtype: Any | None,
+    weight_decay: ScalarOrSchedule,
+    mask: Mask | None,
+    *,
+    nesterov: bool,
+    nu_dtype: Any | None,
+) -> GradientTransformation:
     no_decay = _is_zero(weight_decay)
 
     def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any, weight_decay: Any):
@@ -276,7 +322,7 @@ def adamw(
 
     values = dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, eps_root=eps_root)
     values, fixed = _weight_decay_values(values, weight_decay, no_decay)
-    return with_hyperparams(build, owner="adamw", bounds=_ADAM_BOUNDS, fixed=fixed, **values)
+    return with_hyperparams(build, owner=owner, bounds=_ADAM_BOUNDS, fixed=fixed, **values)
 
 
 def _weight_decay_values(
@@ -286,6 +332,115 @@ def _weight_decay_values(
     if no_decay:
         return values, {"weight_decay": 0.0}
     return {**values, "weight_decay": weight_decay}, {}
+
+
+def nadam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    *,
+    nesterov: bool = True,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """NAdam: Adam with Nesterov momentum, as optax's ``nadam`` (:func:`adam` with
+    ``nesterov=True``).
+
+    Update rule (``t`` from 1; ``m_t``, ``v_t`` as in :func:`adam`)::
+
+        m^_t = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)
+        u_t = -lr_t * m^_t / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)
+
+    Stepped with :func:`jopt.step`, float32 parameters with float32 moments on the CPU
+    run a fused in-place kernel (:mod:`jopt.kernels`).
+
+    Args: those of :func:`adam`; ``nesterov=False`` gives plain Adam (the argument is
+    there because optax's ``nadam`` has it).
+
+    Hyperparameters in the state: those of :func:`adam`.
+
+    References:
+        Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016;
+        optax ``nadam``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.nadam(0.1)
+        >>> g = jnp.array([2.0])
+        >>> tx.update(g, tx.init(jnp.zeros(1)))[0]  # the first step looks one step ahead
+        Array([-0.14736743], dtype=float32)
+        >>> adam = jopt.adam(0.1)
+        >>> adam.update(g, adam.init(jnp.zeros(1)))[0]
+        Array([-0.1], dtype=float32)
+    """
+    return _adam(
+        "nadam",
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        nesterov=nesterov,
+        nu_dtype=nu_dtype,
+    )
+
+
+def nadamw(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    mask: Mask | None = None,
+    *,
+    nesterov: bool = True,
+    nu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """NAdamW: NAdam with decoupled weight decay, as optax's ``nadamw`` (:func:`adamw`
+    with ``nesterov=True``).
+
+    Update rule, with ``d_t`` the NAdam direction of :func:`nadam`::
+
+        u_t = -lr_t * (d_t + wd * p_{t-1})
+
+    Stepped with :func:`jopt.step`, float32 parameters with float32 moments on the CPU
+    run a fused in-place kernel (:mod:`jopt.kernels`), unless ``mask`` is set.
+
+    Args: those of :func:`adamw`; ``nesterov=False`` gives plain AdamW (the argument is
+    there because optax's ``nadamw`` has it).
+
+    Hyperparameters in the state: those of :func:`adamw`.
+
+    References:
+        Dozat, ICLR workshop 2016; Loshchilov & Hutter, ICLR 2019; optax ``nadamw``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> tx = jopt.nadamw(0.1, weight_decay=0.5)
+        >>> w = jnp.ones(1)
+        >>> tx.update(jnp.zeros(1), tx.init(w), w)[0]  # zero gradient: decay only
+        Array([-0.05], dtype=float32)
+    """
+    return _adamw(
+        "nadamw",
+        learning_rate,
+        b1,
+        b2,
+        eps,
+        eps_root,
+        mu_dtype,
+        weight_decay,
+        mask,
+        nesterov=nesterov,
+        nu_dtype=nu_dtype,
+    )
 
 
 def rmsprop(

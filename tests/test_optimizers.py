@@ -51,6 +51,17 @@ CASES = {
         dict(nesterov=True, b1=0.85, lr=0.01),
         dict(schedule=True, weight_decay=0.05),
     ],
+    "nadam": [
+        dict(),
+        # NAdam's look-ahead step makes these problems more sensitive: a smaller lr
+        # keeps float rounding from being amplified past the bound (as adamw's case)
+        dict(b1=0.85, b2=0.99, eps=1e-6, lr=0.01),
+        dict(eps_root=1e-8),
+    ],
+    "nadamw": [
+        dict(),
+        dict(weight_decay=0.1, mask=only_weights),
+    ],
     "rmsprop": [
         dict(),
         dict(decay=0.95, eps=1e-6),
@@ -79,6 +90,8 @@ LEARNING_RATES = {
     "sgd": 0.01,
     "adam": 0.02,
     "adamw": 0.02,
+    "nadam": 0.02,
+    "nadamw": 0.02,
     "rmsprop": 0.001,
     "adagrad": 0.1,
     "adadelta": 0.5,

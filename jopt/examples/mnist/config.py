@@ -62,6 +62,8 @@ OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = _optimizers()
 DEFAULT_LR: dict[str, float] = {
     "adam": 1e-3,
     "adamw": 1e-3,
+    "nadam": 1e-3,
+    "nadamw": 1e-3,
     "rmsprop": 1e-3,
     "sgd": 0.1,
     "adagrad": 0.05,
@@ -151,8 +153,8 @@ class Config:
         Traceback (most recent call last):
         ...
         jopt.examples.mnist.config.ConfigError: optimizer='adamm': unknown optimizer; \
-choose from adadelta, adagrad, adam, adamw, rmsprop, sgd, torch.Adadelta, torch.Adagrad, \
-torch.Adam, torch.AdamW, torch.RMSprop, torch.SGD
+choose from adadelta, adagrad, adam, adamw, nadam, nadamw, rmsprop, sgd, torch.Adadelta, \
+torch.Adagrad, torch.Adam, torch.AdamW, torch.RMSprop, torch.SGD
     """
 
     optimizer: str = "adam"
