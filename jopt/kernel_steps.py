@@ -339,9 +339,9 @@ def adam_plan(
             count=count,
             learning_rate=learning_rate,
             weight_decay=0.0 if weight_decay is None else weight_decay,
-            grad_scale=1.0,
             precise_bias_correction=precise_bias_correction,
         )
+        # the gradient's coefficients (grad_scale with maximize's sign, l2) replace its 1.0
         values = {**c._asdict(), **_gradient_coefficients(grad_scale, l2, maximize)}
         if nesterov:  # 1 - b1^(t+1), as scale_by_adam computes it
             next_count = jtree.safe_increment(count)
