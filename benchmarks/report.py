@@ -227,9 +227,11 @@ def markdown(out: dict[str, Any]) -> str:
 
 def _compile_memory_table(steps: dict[tuple[Any, ...], dict[str, dict]]) -> str:
     lines = [
-        "Compile time (first call minus a steady step, s), step memory growth (MiB allocated "
-        "by a step beyond its arguments; donated / not donated, * = derived as temporaries "
-        "plus outputs) and optimizer state size (bytes per parameter byte).",
+        "Compile time (trace, lower and compile: the median of up to --compile-repeats runs "
+        "from cleared caches, then the first call minus a steady step; s), step memory "
+        "growth (MiB allocated by a step beyond its arguments; donated / not donated, "
+        "* = derived as temporaries plus outputs) and optimizer state size (bytes per "
+        "parameter byte).",
         "",
         "| optimizer | layout | jopt compile | flat compile | optax compile | jopt MiB | "
         "flat MiB | optax MiB | jopt state | flat state | optax state | torch state |",

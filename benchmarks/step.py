@@ -27,10 +27,12 @@ a STREAM-like in-place kernel ``a <- a + s * b`` over as many float32 elements a
 the case has parameters, compiled by XLA and run by torch (its multithreaded in-place
 ``add_``), both timed in the same rotation; the faster one's bandwidth turns
 the bytes an ideal fused step must move (``benchmarks.cases.BYTES_PER_PARAM``) into
-a time. Compile time is the first call (trace, lower, compile, run) minus the median
-step. Step memory is XLA's own accounting of the compiled step: the bytes a step
-allocates beyond its arguments (temporaries plus outputs that do not reuse a
-donated input), with donation and without.
+a time. Compile time is tracing, lowering and compiling the step (the median of up
+to ``--compile-repeats`` runs from cleared caches, as many as fit in
+``--compile-budget`` seconds: one compile moves by +-20% on a shared machine) plus
+the first call, minus the median step. Step memory is XLA's own accounting of the
+compiled step: the bytes a step allocates beyond its arguments (temporaries plus
+outputs that do not reuse a donated input), with donation and without.
 
 Outputs (``--out``, default ``benchmarks/results/<device>``): ``step.json`` (every
 sample statistic and the machine), ``step.md`` (the tables) and ``step.png`` (step
@@ -179,6 +181,8 @@ class Runner:
                         "cmd": "setup",
                         "warmup": self.args.warmup,
                         "sample_time": self.args.sample_time,
+                        "compile_repeats": self.args.compile_repeats,
+                        "compile_budget": self.args.compile_budget,
                     }
                     if base["kind"] == "step" and not self.args.quick:
                         leaves = len(base["layout"]["leaves"])
@@ -188,7 +192,8 @@ class Runner:
                         records[fw]["error"] = reply.get("error")
                         continue
                     if block == 0:
-                        keys = ("compile_s", "memory", "state_bytes", "param_bytes")
+                        keys = ("compile_s", "compile_runs_s", "memory", "state_bytes")
+                        keys = (*keys, "param_bytes")
                         for key in (*keys, "calls_per_sample", "block_ms"):
                             records[fw][key] = reply.get(key)
                     live.append((fw, case_id))
@@ -235,8 +240,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--parts", default="step,train", help="step (optimizer step), train (whole step)"
     )
     p.add_argument("--models", help="comma-separated subset of " + ",".join(cases.MODELS))
-    p.add_argument("--rounds", type=int, help="sampling rounds per case (default 5; quick 2)")
-    p.add_argument("--min-time", type=float, help="seconds per sampling turn (default 0.15)")
+    p.add_argument("--rounds", type=int, help="sampling rounds per case (default 4; quick 2)")
+    p.add_argument(
+        "--min-time", type=float, help="seconds per sampling turn (default 0.1; quick 0.02)"
+    )
     p.add_argument("--min-calls", type=int, default=2, help="samples per sampling turn, at least")
     p.add_argument("--max-calls", type=int, help="samples per sampling turn, at most (200)")
     p.add_argument(
@@ -251,6 +258,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds one sample lasts at least, in whole steps (default 0.002)",
     )
     p.add_argument("--warmup", type=int, help="warm-up steps after the first call (default 2)")
+    p.add_argument(
+        "--compile-repeats",
+        type=int,
+        help="compiles per case and framework, from cleared caches; the median is reported "
+        "(default 3; --quick: 1)",
+    )
+    p.add_argument(
+        "--compile-budget",
+        type=float,
+        default=5.0,
+        help="seconds of compiling a case may take before its repeats stop (default 5)",
+    )
     p.add_argument(
         "--torch-threads",
         type=int,
@@ -280,6 +299,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.sample_time = 0.002
     if args.warmup is None:
         args.warmup = 1 if args.quick else 2
+    if args.compile_repeats is None:
+        args.compile_repeats = 1 if args.quick else 3
     if args.quick and args.torch_threads is None:
         args.torch_threads = 1
     if args.out is None:

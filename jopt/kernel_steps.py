@@ -117,9 +117,7 @@ def with_kernel_step(tx: GradientTransformation, plan: PlanFn) -> GradientTransf
         index = {key: j for j, key in enumerate(keys)}
         states = [[tree[key] for key in keys] for tree in p.trees]
         leaves = [*param_leaves, *grad_leaves]
-        if p.kernel.target_for(states) is None or not all(
-            jnp.result_type(x) == jnp.float32 for x in leaves
-        ):
+        if p.kernel.target_for(states) is None or not jtree.all_have_dtype(leaves, jnp.float32):
             return None
         slots = [(index[key], offset) for key, offset in layout.slots]
         new_params, new_states = kernels.step_many(

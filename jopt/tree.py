@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "SplitScalar",
     "TreeMismatchError",
+    "all_have_dtype",
     "bias_correction",
     "cast",
     "cast_tree",
@@ -191,6 +192,26 @@ def promote(*dtypes: Any) -> np.dtype:
     """
     with jax.numpy_dtype_promotion("standard"):
         return jnp.dtype(jnp.result_type(*(jnp.dtype(d) for d in dtypes)))
+
+
+def all_have_dtype(leaves: Sequence[Any], dtype: Any) -> bool:
+    """Whether every leaf's dtype is ``dtype``: an array's (or tracer's) own, anything
+    else's as ``jnp.result_type`` gives it. Cheap on thousands of leaves, which a
+    step's trace checks before it takes a kernel.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> jopt.tree.all_have_dtype([jnp.ones(2), jnp.zeros(3)], jnp.float32)
+        True
+        >>> jopt.tree.all_have_dtype([jnp.ones(2), jnp.arange(3)], jnp.float32)
+        False
+    """
+    want = jnp.dtype(dtype)
+    return all(
+        (x.dtype if isinstance(x, jax.Array | np.ndarray) else jnp.result_type(x)) == want
+        for x in leaves
+    )
 
 
 def compute_dtype(dtype: Any) -> np.dtype:

@@ -116,3 +116,21 @@ def test_safe_increment_saturates():
     top = jnp.asarray(np.iinfo(np.int32).max, jnp.int32)
     assert int(jtree.safe_increment(top)) == np.iinfo(np.int32).max
     assert int(jtree.safe_increment(jnp.asarray(3, jnp.int32))) == 4
+
+
+@pytest.mark.parametrize(
+    ("leaves", "expected"),
+    [
+        ([jnp.ones(2), np.zeros(3, np.float32)], True),
+        ([jnp.ones(2), np.zeros(3)], False),  # numpy's float64
+        ([jnp.ones(2, jnp.bfloat16)], False),
+        ([jnp.ones(2), 0.5], True),  # a weak Python float is float32 to jax
+        ([jnp.ones(2), 3], False),
+        ([], True),
+    ],
+)
+def test_all_have_dtype_reads_arrays_tracers_and_scalars(leaves, expected):
+    assert jtree.all_have_dtype(leaves, jnp.float32) is expected
+    traced = jax.jit(lambda xs: jnp.asarray(jtree.all_have_dtype(xs, jnp.float32)))
+    arrays = [x for x in leaves if isinstance(x, jax.Array)]
+    assert bool(traced(arrays)) is jtree.all_have_dtype(arrays, jnp.float32)

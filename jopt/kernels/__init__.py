@@ -289,7 +289,6 @@ def _bind(kernel: rules.StepKernel) -> Any:
     )
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 5))
 def _fused(
     kernel: rules.StepKernel,
     params: list[jax.Array],
@@ -322,19 +321,6 @@ def _fused(
             for at, j in enumerate(buffers):
                 new[j] = out[n + s * k + at]
     return new_p, new_states
-
-
-@_fused.defjvp
-def _fused_jvp(
-    kernel: rules.StepKernel, slots: Slots, primals: tuple, tangents: tuple
-) -> tuple[Any, Any]:
-    # The kernel computes the values; the XLA twin, the same function, gives the
-    # derivatives (its values are discarded).
-    def twin(params: Any, grads: Any, states: Any, coefficients: Any) -> Any:
-        return _twin(kernel, params, grads, states, coefficients, slots)
-
-    _, tangents_out = jax.jvp(twin, primals, tangents)
-    return _fused(kernel, *primals, slots), tangents_out
 
 
 def _check_slots(
@@ -563,18 +549,6 @@ _sum_squares_bind = kernel_primitive(
 )
 
 
-@jax.custom_jvp
-def _sum_squares_fused(leaves: list[jax.Array]) -> jax.Array:
-    return _sum_squares_bind(*leaves)[0]
-
-
-@_sum_squares_fused.defjvp
-def _sum_squares_fused_jvp(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
-    (leaves,), (dots,) = primals, tangents
-    derivative = sum((2 * jnp.sum(x * t) for x, t in zip(leaves, dots, strict=True)), 0.0)
-    return _sum_squares_fused(leaves), jnp.asarray(derivative, jnp.float32)
-
-
 def sum_of_squares(leaves: Sequence[jax.Array]) -> jax.Array:
     """``sum_i sum(x_i ** 2)`` over float32 leaves, as a float32 scalar.
 
@@ -600,7 +574,7 @@ def sum_of_squares(leaves: Sequence[jax.Array]) -> jax.Array:
     leaves = [x for x in leaves if x.size]
     if sum(x.size for x in leaves) < MIN_KERNEL_SIZE or not available():
         return _sum_squares_twin(*leaves)[0]
-    return _sum_squares_fused(leaves)
+    return _sum_squares_bind(*leaves)[0]
 
 
 def global_norm(tree: Any) -> jax.Array:
@@ -616,6 +590,6 @@ def global_norm(tree: Any) -> jax.Array:
         Array(5., dtype=float32)
     """
     leaves = jax.tree.leaves(tree)
-    if not leaves or not all(jnp.result_type(x) == jnp.float32 for x in leaves):
+    if not leaves or not jtree.all_have_dtype(leaves, jnp.float32):
         return jtree.global_norm(tree)
     return jnp.sqrt(sum_of_squares(leaves))

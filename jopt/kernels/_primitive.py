@@ -4,8 +4,11 @@
 branch, so the twin of a 1000-leaf step (thousands of XLA operations) was traced on
 every compile, including on the CPU where it is never used: 0.6 s of a 1.9 s compile.
 A primitive with one lowering rule per platform traces the twin only when it lowers
-for a platform without the kernel. Under ``jax.vmap`` the twin runs (vmapped);
-derivatives are given by the callers (``jax.custom_jvp`` with the twin's rule).
+for a platform without the kernel. Under ``jax.vmap`` the twin runs (vmapped); a
+derivative is the twin's (the kernel gives the values, ``jax.jvp`` of the twin the
+tangents), a rule of the primitive itself: a ``jax.custom_jvp`` around each call
+traced its function a second time and named its 2000 arguments on every compile
+(0.05-0.1 s of a 1000-leaf step's trace).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 
 
 def kernel_primitive(
@@ -62,4 +65,11 @@ def kernel_primitive(
         return outs, [0] * len(outs)
 
     batching.primitive_batchers[prim] = batch
+
+    def jvp(primals: Sequence[Any], tangents: Sequence[Any], **params: Any) -> tuple[Any, Any]:
+        dots = [ad.instantiate_zeros(t) for t in tangents]
+        _, tangents_out = jax.jvp(functools.partial(twin, **params), list(primals), dots)
+        return prim.bind(*primals, **params), tangents_out
+
+    ad.primitive_jvps[prim] = jvp
     return prim.bind

@@ -393,6 +393,32 @@ def test_grad_and_vmap_of_many_leaves_use_the_twin() -> None:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize("kernel", [rules.ADAMW, rules.MOMENTUM_NESTEROV_L2], ids=lambda k: k.name)
+def test_forward_derivatives_in_every_operand_are_the_twins(kernel: rules.StepKernel) -> None:
+    # the primitive's own derivative rule: the kernel's values, the twin's tangents,
+    # on a layout of several calls (tied together by the after-all barrier)
+    shapes, buffers = MANY["packed"]
+    params, grads, mu, nu, slots = _packed(shapes, buffers)
+    assert len(_calls(slots, max(buffers) + 1)) > 1
+    states = _states(kernel, mu, nu, ("float32",) * len(kernel.states))
+    c = kernel.pack(**_coefficient_values(kernel))
+    primals = (params, grads, states, c)
+    tangents = jax.tree.map(lambda x: jnp.cos(3 * x), primals)
+
+    def run(p: Any, g: Any, s: Any, c: Any) -> Any:
+        return step_many(kernel, p, g, s, c, slots=slots)
+
+    def twin(p: Any, g: Any, s: Any, c: Any) -> Any:
+        return _twin(kernel, p, g, s, c, slots)
+
+    assert "jopt_" in jax.jit(lambda *a: jax.jvp(run, a, tangents)).lower(*primals).as_text()
+    got_out, got_dot = jax.jit(lambda *a: jax.jvp(run, a, tangents))(*primals)
+    want_out, want_dot = jax.jvp(twin, primals, tangents)
+    for got, want in ((got_out, want_out), (got_dot, want_dot)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("shapes", [[(MIN_KERNEL_SIZE,)], [(1000,)] * 300 + [(0,), (77, 3)]])
 def test_sum_of_squares_is_the_float64_sum_to_float32_rounding(shapes: list[Any]) -> None:
     keys = jax.random.split(jax.random.key(1), len(shapes))
