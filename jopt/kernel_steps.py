@@ -301,12 +301,14 @@ def adam_plan(
     l2: Any | None = None,
     maximize: bool = False,
     nesterov: bool = False,
+    amsgrad: bool = False,
 ) -> PlanFn:
     """Adam (``weight_decay=None``) or AdamW:
     ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``, with
     ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's) and ``nesterov``
     (NAdam, NAdamW); Adam may come after the torch door's ``maximize`` and coupled
-    weight decay ``l2``.
+    weight decay ``l2``. ``amsgrad``: torch's AMSGrad instead of ``scale_by_adam``
+    (``scale_by_amsgrad`` with ``max_before_bias_correction=True``).
 
     Example:
         >>> import jax.numpy as jnp
@@ -316,18 +318,23 @@ def adam_plan(
         >>> adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01)(state, None).kernel.name
         'adamw'
     """
-    from jopt.transforms.adaptive import ScaleByAdamState, _correction
+    from jopt.transforms.adaptive import ScaleByAdamState, ScaleByAmsgradState, _correction
 
     if weight_decay is not None and l2 is not None:
         raise ValueError("adam_plan: weight_decay (decoupled) and l2 (coupled) exclude each other")
+    if nesterov and amsgrad:
+        raise ValueError("adam_plan: no kernel has both nesterov and amsgrad")
+    kind: type = ScaleByAmsgradState if amsgrad else ScaleByAdamState
     if nesterov:
         kernel = rules.NADAM if weight_decay is None else rules.NADAMW
+    elif amsgrad:
+        kernel = rules.AMSGRAD_RAW if weight_decay is None else rules.AMSGRADW_RAW
     else:
         kernel = rules.ADAM if weight_decay is None else rules.ADAMW
     kernel = _gradient_in(kernel, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
-        s, put = _locate(state, ScaleByAdamState, "adam")
+        s, put = _locate(state, kind, "adam")
         count = jtree.safe_increment(s.count)
         c = kernels.AdamCoefficients.of(
             b1=b1,
@@ -346,8 +353,9 @@ def adam_plan(
             values["bc1_next"] = _correction(b1, next_count, jnp.float32, precise_bias_correction)
 
         def rebuild(trees: list[Any]) -> OptState:
-            return put(ScaleByAdamState(count, *trees))
+            return put(kind(count, *trees))
 
-        return Plan(kernel, kernel.pack(**values), [s.mu, s.nu], rebuild)
+        trees = [s.mu, s.nu, s.nu_max] if amsgrad else [s.mu, s.nu]
+        return Plan(kernel, kernel.pack(**values), trees, rebuild)
 
     return plan

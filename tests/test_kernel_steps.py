@@ -32,3 +32,18 @@ def test_coupled_decay_where_no_kernel_has_it_is_an_error() -> None:
         rmsprop_plan(0.1, 0.9, 1e-8, eps_in_sqrt=True, l2=0.01)
     with pytest.raises(ValueError, match="exclude each other"):
         adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, l2=0.01)
+    with pytest.raises(ValueError, match="both nesterov and amsgrad"):
+        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, nesterov=True, amsgrad=True)
+
+
+def test_an_amsgrad_plan_carries_the_three_states_and_rebuilds_their_state() -> None:
+    state = jopt.scale_by_amsgrad().init(jnp.zeros(2)), ()
+    plan = adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, amsgrad=True)(state, None)
+    assert plan.kernel.name == "amsgradw_raw" and plan.kernel.states == ("mu", "nu", "nu_max")
+    new = plan.rebuild([jnp.ones(2), 2 * jnp.ones(2), 3 * jnp.ones(2)])[0]
+    assert isinstance(new, jopt.transforms.adaptive.ScaleByAmsgradState)
+    assert int(new.count) == 1 and new.nu_max.tolist() == [3.0, 3.0]
+    with pytest.raises(TypeError, match="holds no ScaleByAmsgradState"):
+        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True)(
+            (jopt.scale_by_adam().init(jnp.zeros(2)), ()), None
+        )

@@ -58,6 +58,12 @@ CHAINS = {
     ),
     "torch.Adagrad_l2": lambda: jopt.torch.Adagrad(lr=0.05, weight_decay=0.01),
     "torch.Adagrad_maximize": lambda: jopt.torch.Adagrad(lr=0.05, maximize=True),
+    "torch.Adam_amsgrad_l2_maximize": lambda: jopt.torch.Adam(
+        lr=0.01, amsgrad=True, weight_decay=0.01, maximize=True
+    ),
+    "clip+torch.AdamW_amsgrad": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.torch.AdamW(lr=0.01, amsgrad=True)
+    ),
     "clip+nadamw+schedule": lambda: jopt.chain(
         jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01, nesterov=True)
     ),
@@ -107,6 +113,9 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "torch.RMSprop_l2_maximize": "rmsprop_eps_outside_l2",
     "torch.Adagrad_l2": "adagrad_eps_outside_l2",
     "torch.Adagrad_maximize": "adagrad_eps_outside",
+    "torch.Adam_amsgrad": "amsgrad_raw",
+    "torch.Adam_amsgrad_l2_maximize": "amsgrad_raw_l2",
+    "clip+torch.AdamW_amsgrad": "amsgradw_raw",
     "adam_nesterov_eps_root": "nadam",
     "clip+nadamw+schedule": "nadamw",
 }
@@ -318,6 +327,14 @@ def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
         ),
         ("Adagrad", dict(lr=0.05, weight_decay=0.05), "adagrad_eps_outside_l2_step_f32"),
         ("Adagrad", dict(lr=0.05, maximize=True), "adagrad_eps_outside_step_f32"),
+        # AMSGrad (three states), as torch keeps it
+        ("Adam", dict(lr=0.01, amsgrad=True, betas=(0.8, 0.99)), "amsgrad_raw_step_f32_f32_f32"),
+        (
+            "Adam",
+            dict(lr=0.01, amsgrad=True, weight_decay=0.05, maximize=True),
+            "amsgrad_raw_l2_step_f32_f32_f32",
+        ),
+        ("AdamW", dict(lr=0.01, amsgrad=True), "amsgradw_raw_step_f32_f32_f32"),
     ],
 )
 def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(

@@ -12,8 +12,8 @@ and the state in place (the outputs alias the donated inputs).
 
 - :func:`step_many`: one optimizer step, applied, for the update rules of
   :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop, Adagrad, Adam,
-  AdamW, NAdam, NAdamW, each in optax's and torch's forms where they differ, torch's
-  after its coupled weight decay);
+  AdamW, NAdam, NAdamW, torch's AMSGrad, each in optax's and torch's forms where they
+  differ, torch's after its coupled weight decay);
   :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
@@ -22,7 +22,8 @@ and the state in place (the outputs alias the donated inputs).
 :func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W) too), and of
 :func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`,
 :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
-``weight_decay`` and ``maximize`` included, on float32 parameters, on the CPU,
+``weight_decay``, ``maximize`` and ``amsgrad`` included, on float32 parameters, on
+the CPU,
 optionally behind :func:`jopt.clip_by_global_norm`;
 momentum and Adam's moments may be kept in bfloat16; see :mod:`jopt.kernel_steps`);
 on other devices and dtypes the same step runs as XLA code (the kernels' "twins").

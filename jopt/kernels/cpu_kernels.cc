@@ -1,6 +1,6 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
 // steps (SGD with heavy-ball or Nesterov momentum, RMSprop, Adagrad, Adam, AdamW,
-// NAdam, NAdamW) over
+// NAdam, NAdamW, AMSGrad) over
 // any number of float32 leaves, with state in float32 or (momentum, Adam, AdamW)
 // bfloat16, the torch door's coupled weight decay folded into the gradient, and a sum
 // of squares over any number of float32 leaves (the global norm a clip needs).
@@ -129,13 +129,17 @@ struct BF16 {
 
 // One leaf's buffers: parameters and gradients, and its piece of each state buffer
 // (typed by the rule that reads it).
+constexpr int kMaxStates = 3;
 struct Leaf {
   const float* p;
   const float* g;
   float* p_out;
-  const void* s[2];
-  void* s_out[2];
+  const void* s[kMaxStates];
+  void* s_out[kMaxStates];
 };
+
+// XLA's maximum: NaN if either operand is NaN (a NaN first operand is returned as is).
+inline float MaxNaN(float a, float b) { return (a > b || a != a) ? a : b; }
 
 // The update rules. Each takes its coefficients (one float32 vector, in the order of
 // its fields) and runs its loop over elements [a, b) of a leaf. The fma calls are
@@ -286,6 +290,49 @@ struct Adam {
   }
 };
 
+// AMSGrad in torch's form (jopt.scale_by_amsgrad with max_before_bias_correction):
+// Adam's m and v, then the running maximum of the raw second moment, n = max(n, v);
+// u = (m / bc1) / (sqrt(n / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr,
+// p). Its coefficients are Adam's.
+template <typename In, bool kDecoupledDecay>
+struct AmsGrad {
+  static constexpr int kStates = 3, kCoefs = In::kCoefs + 10;
+  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32, ffi::DataType::F32,
+                                                         ffi::DataType::F32};
+  In in;
+  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
+  explicit AmsGrad(const float* k) : in(k) {
+    const float* c = k + In::kCoefs;
+    d1 = c[0], c1 = c[1], d2 = c[2], c2 = c[3], bc1 = c[4], bc2 = c[5];
+    eps_root = c[6], eps = c[7], wd = c[8], neg_lr = c[9];
+  }
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict M = static_cast<const float*>(L.s[0]);
+    const float* __restrict V = static_cast<const float*>(L.s[1]);
+    const float* __restrict N = static_cast<const float*>(L.s[2]);
+    float* __restrict PO = L.p_out;
+    float* __restrict MO = static_cast<float*>(L.s_out[0]);
+    float* __restrict VO = static_cast<float*>(L.s_out[1]);
+    float* __restrict NO = static_cast<float*>(L.s_out[2]);
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float gi = in(G, P, i);
+      const float mi = std::fma(c1, gi, d1 * M[i]);
+      const float vi = std::fma(c2, gi * gi, d2 * V[i]);
+      const float ni = MaxNaN(N[i], vi);
+      float u = (mi / bc1) / (std::sqrt(ni / bc2 + eps_root) + eps);
+      const float pi = P[i];
+      if (kDecoupledDecay) u = std::fma(wd, pi, u);
+      MO[i] = mi;
+      VO[i] = vi;
+      NO[i] = ni;
+      PO[i] = std::fma(u, neg_lr, pi);
+    }
+  }
+};
+
 // Arguments: coefficients, p[0..n), g[0..n), then for each state s: s[0..k); results:
 // p[0..n), then each state's [0..k), each aliased to its input by the caller. The
 // state of leaf i is in buffer owner[i] of each state, from element offset[i].
@@ -307,7 +354,7 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Span<const int64_t> owner,
   }
   std::vector<const void*> state_in(S * k);
   std::vector<void*> state_out(S * k);
-  static_assert(S >= 1, "a step kernel keeps some state");
+  static_assert(S >= 1 && S <= kMaxStates, "a step kernel keeps 1 to kMaxStates states");
   std::vector<int64_t> state_size(k, 0);
   for (int64_t s = 0; s < S; ++s) {
     for (int64_t j = 0; j < k; ++j) {
@@ -341,8 +388,7 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::Span<const int64_t> owner,
     }
     sizes[i] = size;
     Leaf& L = leaves[i];
-    L = {p->typed_data(), g->typed_data(), (*po)->typed_data(), {nullptr, nullptr},
-         {nullptr, nullptr}};
+    L = {p->typed_data(), g->typed_data(), (*po)->typed_data(), {}, {}};
     for (int64_t s = 0; s < S; ++s) {
       const int64_t bytes = at * static_cast<int64_t>(ffi::ByteWidth(Op::kStateTypes[s]));
       L.s[s] = static_cast<const char*>(state_in[s * k + j]) + bytes;
@@ -465,6 +511,12 @@ JOPT_STEP(jopt_adamw_step_bf16_bf16, AdamWBf16Bf16);
 JOPT_STEP(jopt_nadam_step_f32_f32, NAdamF32F32);
 JOPT_STEP(jopt_nadamw_step_f32_f32, NAdamWF32F32);
 
+// AMSGrad as torch keeps it, for the torch door's Adam and AdamW with amsgrad=True.
+using AmsGradRawF32 = AmsGrad<Plain, false>;
+using AmsGradWRawF32 = AmsGrad<Plain, true>;
+JOPT_STEP(jopt_amsgrad_raw_step_f32_f32_f32, AmsGradRawF32);
+JOPT_STEP(jopt_amsgradw_raw_step_f32_f32_f32, AmsGradWRawF32);
+
 // The torch door's rules with coupled weight decay (weight_decay in torch.optim's SGD,
 // Adam, RMSprop, Adagrad): float32 state only, as the torch door keeps it.
 using MomentumL2F32 = Momentum<L2, F32, false>;
@@ -478,6 +530,8 @@ JOPT_STEP(jopt_momentum_nesterov_l2_step_f32, NesterovL2F32);
 JOPT_STEP(jopt_rmsprop_eps_outside_l2_step_f32, RmsPropEpsOutsideL2F32);
 JOPT_STEP(jopt_adagrad_eps_outside_l2_step_f32, AdagradEpsOutsideL2F32);
 JOPT_STEP(jopt_adam_l2_step_f32_f32, AdamL2F32F32);
+using AmsGradRawL2F32 = AmsGrad<L2, false>;
+JOPT_STEP(jopt_amsgrad_raw_l2_step_f32_f32_f32, AmsGradRawL2F32);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jopt_sum_squares_f32, SumSquares,
                               ffi::Ffi::Bind()

@@ -42,6 +42,9 @@ __all__ = [
     "ADAM",
     "ADAMW",
     "ADAM_L2",
+    "AMSGRADW_RAW",
+    "AMSGRAD_RAW",
+    "AMSGRAD_RAW_L2",
     "KERNELS",
     "MOMENTUM",
     "MOMENTUM_L2",
@@ -235,6 +238,19 @@ def _adam(decoupled_decay: bool, nesterov: bool = False) -> Rule:
     return rule
 
 
+def _amsgrad_raw(decoupled_decay: bool) -> Rule:
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        m = c["c1"] * g + c["d1"] * s[0]
+        v = c["c2"] * (g * g) + c["d2"] * s[1]
+        n = jnp.maximum(s[2], v)
+        u = (m / c["bc1"]) / (jnp.sqrt(n / c["bc2"] + c["eps_root"]) + c["eps"])
+        if decoupled_decay:
+            u = u + c["weight_decay"] * p
+        return p + u * c["neg_lr"], (m, v, n)
+
+    return rule
+
+
 _ADAM_COEFFICIENTS = (
     "grad_scale", "d1", "c1", "d2", "c2", "bc1", "bc2", "eps_root", "eps", "weight_decay", "neg_lr",
 )  # fmt: skip
@@ -274,6 +290,17 @@ moment ``b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)``; float32 moments."""
 NADAMW = NADAM._replace(name="nadamw", rule=_adam(True, True))
 """NAdamW: NAdam with ``u <- u + weight_decay p`` before the learning rate."""
 
+AMSGRAD_RAW = StepKernel(
+    "amsgrad_raw", ("mu", "nu", "nu_max"), _ADAM_COEFFICIENTS, _amsgrad_raw(False)
+)
+"""AMSGrad as torch keeps it (:func:`jopt.scale_by_amsgrad` with
+``max_before_bias_correction=True``): Adam's moments, ``n <- max(n, v)`` of the raw second
+moment, ``p <- p + neg_lr (m / bc1) / (sqrt(n / bc2 + eps_root) + eps)``; float32 state:
+:func:`jopt.torch.Adam` with ``amsgrad=True``."""
+AMSGRADW_RAW = AMSGRAD_RAW._replace(name="amsgradw_raw", rule=_amsgrad_raw(True))
+"""Torch's AMSGrad with ``u <- u + weight_decay p`` before the learning rate:
+:func:`jopt.torch.AdamW` with ``amsgrad=True``."""
+
 MOMENTUM_L2 = MOMENTUM.with_l2()
 """Momentum after torch's coupled weight decay: :func:`jopt.torch.SGD` with ``weight_decay``."""
 MOMENTUM_NESTEROV_L2 = MOMENTUM_NESTEROV.with_l2()
@@ -284,6 +311,9 @@ ADAGRAD_EPS_OUTSIDE_L2 = ADAGRAD_EPS_OUTSIDE.with_l2()
 """Adagrad (eps outside the root) after coupled weight decay: :func:`jopt.torch.Adagrad`."""
 ADAM_L2 = ADAM.with_l2()
 """Adam after coupled weight decay: :func:`jopt.torch.Adam` with ``weight_decay``."""
+AMSGRAD_RAW_L2 = AMSGRAD_RAW.with_l2()
+"""Torch's AMSGrad after coupled weight decay: :func:`jopt.torch.Adam` with ``amsgrad``
+and ``weight_decay``."""
 
 KERNELS = (
     MOMENTUM,
@@ -296,9 +326,12 @@ KERNELS = (
     ADAMW,
     NADAM,
     NADAMW,
+    AMSGRAD_RAW,
+    AMSGRADW_RAW,
     MOMENTUM_L2,
     MOMENTUM_NESTEROV_L2,
     RMSPROP_EPS_OUTSIDE_L2,
     ADAGRAD_EPS_OUTSIDE_L2,
     ADAM_L2,
+    AMSGRAD_RAW_L2,
 )

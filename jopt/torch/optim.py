@@ -207,20 +207,19 @@ def _adam(
         else:
             moments = scale_by_adam(betas[0], betas[1], eps, precise_bias_correction=True)
         decay = add_decayed_weights(weight_decay) if has_decay else None
-        plan = None
-        if not amsgrad:
-            # optax's Adam(W) rule with torch's bias correction
-            plan = adam_plan(
-                betas[0],
-                betas[1],
-                eps,
-                0.0,
-                lr,
-                weight_decay if has_decay and decoupled else None,
-                precise_bias_correction=True,
-                l2=weight_decay if has_decay and not decoupled else None,
-                maximize=maximize,
-            )
+        # optax's Adam(W) rule (or torch's AMSGrad) with torch's bias correction
+        plan = adam_plan(
+            betas[0],
+            betas[1],
+            eps,
+            0.0,
+            lr,
+            weight_decay if has_decay and decoupled else None,
+            precise_bias_correction=True,
+            l2=weight_decay if has_decay and not decoupled else None,
+            maximize=maximize,
+            amsgrad=amsgrad,
+        )
         return _recipe(
             maximize,
             None if decoupled else decay,
@@ -261,9 +260,8 @@ def Adam(
         decoupled_weight_decay: p_{t-1} <- p_{t-1} (1 - lr_t weight_decay) first (AdamW)
 
     Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`), coupled or decoupled weight decay and ``maximize``
-    included, unless ``amsgrad`` is set (torch's ``fused=True``, whose argument is
-    ignored here).
+    kernel (:mod:`jopt.kernels`), coupled or decoupled weight decay, ``maximize`` and
+    ``amsgrad`` included (torch's ``fused=True``, whose argument is ignored here).
 
     Args:
         lr: learning rate (float or schedule).

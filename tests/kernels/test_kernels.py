@@ -227,7 +227,7 @@ def _coefficient_values(kernel: rules.StepKernel) -> dict[str, Any]:
         adam["grad_scale"] = values["grad_scale"] = -0.7
         values["l2"] = 0.03
     return {
-        k: adam[k] if "adam" in kernel.name and k in adam else values[k]
+        k: adam[k] if "bc2" in kernel.coefficients and k in adam else values[k]  # Adam's kin
         for k in kernel.coefficients
     }
 
@@ -290,6 +290,25 @@ def test_a_state_the_kernel_does_not_keep_runs_the_twin() -> None:
         assert got[1][0][0].dtype == states[0][0].dtype
         want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
         _assert_close(got, want)
+
+
+@pytest.mark.parametrize("kernel", [rules.AMSGRAD_RAW, rules.AMSGRADW_RAW], ids=lambda k: k.name)
+def test_amsgrad_maximum_keeps_nans_as_xla_does(kernel: rules.StepKernel) -> None:
+    params, grads, mu, nu, slots = _packed([(MIN_KERNEL_SIZE,)], [0])
+    nu_max = np.asarray(nu[0]).copy()
+    nu_max[:8] = np.nan  # a NaN maximum stays NaN whatever the new moment
+    g = np.asarray(grads[0]).copy()
+    g[8:16] = np.nan  # a NaN gradient makes the new moment NaN: so is the maximum
+    nu_max[::2][10:20] = 0.0  # and ordinary values either side of the new moment
+    grads, states = [jnp.asarray(g)], [mu, nu, [jnp.asarray(nu_max)]]
+    c = kernel.pack(**_coefficient_values(kernel))
+    fn = jax.jit(lambda p, g, s: step_many(kernel, p, g, s, c, slots=slots))
+    assert kernel.target(*["float32"] * 3) in fn.lower(params, grads, states).as_text()
+    got = fn(params, grads, states)
+    want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
+    new_max = np.asarray(got[1][2][0])
+    assert np.isnan(new_max[:16]).all() and not np.isnan(new_max[16:]).any()
+    _assert_close(got, want)
 
 
 def test_bfloat16_state_rounds_as_jopt_casts() -> None:
