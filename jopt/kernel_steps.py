@@ -217,12 +217,17 @@ def rmsprop_plan(
     eps: Any,
     eps_in_sqrt: bool,
     *,
+    momentum: Any | None = None,
+    nesterov: bool = False,
     l2: Any | None = None,
     maximize: bool = False,
 ) -> PlanFn:
-    """RMSprop without centering, momentum or bias correction:
-    ``chain(scale_by_rms, scale_by_learning_rate)``, after the torch door's
-    ``maximize`` and coupled weight decay ``l2`` (eps outside the root only).
+    """RMSprop without centering or bias correction: ``chain(scale_by_rms,
+    scale_by_learning_rate)``; with ``momentum``, optax's ``chain(scale_by_rms,
+    scale_by_learning_rate, trace(momentum, nesterov))`` (eps inside the root) or
+    torch's ``chain(scale_by_rms, trace(momentum), scale_by_learning_rate)`` (eps
+    outside). The torch door's ``maximize`` and coupled weight decay ``l2`` may come
+    first (eps outside the root only).
 
     Example:
         >>> import jax.numpy as jnp
@@ -231,26 +236,41 @@ def rmsprop_plan(
         >>> state = jopt.scale_by_rms().init(jnp.zeros(2)), ()
         >>> rmsprop_plan(0.1, 0.9, 1e-8, True)(state, None).kernel.name
         'rmsprop'
+        >>> state = (*state, jopt.trace(0.9).init(jnp.zeros(2)))
+        >>> rmsprop_plan(0.1, 0.9, 1e-8, True, momentum=0.9)(state, None).kernel.states
+        ('nu', 'trace')
     """
     from jopt.transforms.adaptive import ScaleByRmsState
+    from jopt.transforms.momentum import TraceState
 
-    kernel = _gradient_in(rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE, l2)
+    if momentum is None:
+        kernel = rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE
+    elif eps_in_sqrt:
+        kernel = rules.RMSPROP_MOMENTUM_NESTEROV if nesterov else rules.RMSPROP_MOMENTUM
+    elif not nesterov:
+        kernel = rules.TORCH_RMSPROP_MOMENTUM
+    else:
+        raise ValueError("no RMSprop kernel has eps outside the root and Nesterov momentum")
+    kernel = _gradient_in(kernel, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
         s, put = _locate(state, ScaleByRmsState, "rmsprop")
         d, c = jtree.decay_pair(decay, jnp.float32)
-        coefs = kernel.pack(
-            **_gradient_coefficients(grad_scale, l2, maximize),
-            d=d,
-            c=c,
-            eps=eps,
-            neg_lr=-learning_rate,
-        )
+        values = dict(d=d, c=c, eps=eps, neg_lr=-learning_rate)
+        trees = [s.nu]
+        if momentum is not None:
+            values["momentum"], _ = jtree.decay_pair(momentum, jnp.float32)
+            trees.append(_locate(state, TraceState, "rmsprop")[0].trace)
+        coefs = kernel.pack(**_gradient_coefficients(grad_scale, l2, maximize), **values)
 
-        def rebuild(trees: list[Any]) -> OptState:
-            return put(ScaleByRmsState(jtree.safe_increment(s.count), trees[0]))
+        def rebuild(new: list[Any]) -> OptState:
+            out = put(ScaleByRmsState(jtree.safe_increment(s.count), new[0]))
+            if momentum is None:
+                return out
+            t, put_trace = _locate(out, TraceState, "rmsprop")
+            return put_trace(TraceState(jtree.safe_increment(t.count), new[1]))
 
-        return Plan(kernel, coefs, [s.nu], rebuild)
+        return Plan(kernel, coefs, trees, rebuild)
 
     return plan
 

@@ -1,9 +1,8 @@
 """jopt.step: update and apply in one call, for every optimizer of both doors and optax.
 
-Where a fused kernel runs (the optax door's SGD with momentum or Nesterov, RMSprop,
-Adagrad, Adam and AdamW, the torch door's SGD with momentum or Nesterov, RMSprop,
-Adagrad, Adam and AdamW, on CPU float32), the step may round differently from XLA's
-loop in the last bit; everywhere else it is the same program.
+Where a fused kernel runs (``KERNELS`` below names the kernel of each case, on CPU
+float32), the step may round differently from XLA's loop in the last bit; everywhere
+else it is the same program.
 """
 
 from __future__ import annotations
@@ -58,6 +57,15 @@ CHAINS = {
     ),
     "torch.Adagrad_l2": lambda: jopt.torch.Adagrad(lr=0.05, weight_decay=0.01),
     "torch.Adagrad_maximize": lambda: jopt.torch.Adagrad(lr=0.05, maximize=True),
+    "rmsprop_momentum": lambda: jopt.rmsprop(0.01, momentum=0.9),
+    "clip+rmsprop_nesterov+schedule": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.rmsprop(SCHEDULE, momentum=0.8, nesterov=True)
+    ),
+    "rmsprop_eps_outside_momentum": lambda: jopt.rmsprop(0.01, eps_in_sqrt=False, momentum=0.9),
+    "torch.RMSprop_momentum": lambda: jopt.torch.RMSprop(lr=0.01, momentum=0.9),
+    "torch.RMSprop_momentum_l2_maximize": lambda: jopt.torch.RMSprop(
+        lr=0.01, momentum=0.9, weight_decay=0.01, maximize=True
+    ),
     "torch.Adam_amsgrad_l2_maximize": lambda: jopt.torch.Adam(
         lr=0.01, amsgrad=True, weight_decay=0.01, maximize=True
     ),
@@ -114,6 +122,10 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "torch.Adagrad_l2": "adagrad_eps_outside_l2",
     "torch.Adagrad_maximize": "adagrad_eps_outside",
     "torch.Adam_amsgrad": "amsgrad_raw",
+    "rmsprop_momentum": "rmsprop_momentum",
+    "clip+rmsprop_nesterov+schedule": "rmsprop_momentum_nesterov",
+    "torch.RMSprop_momentum": "torch_rmsprop_momentum",
+    "torch.RMSprop_momentum_l2_maximize": "torch_rmsprop_momentum_l2",
     "torch.Adam_amsgrad_l2_maximize": "amsgrad_raw_l2",
     "clip+torch.AdamW_amsgrad": "amsgradw_raw",
     "adam_nesterov_eps_root": "nadam",
@@ -335,6 +347,17 @@ def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
             "amsgrad_raw_l2_step_f32_f32_f32",
         ),
         ("AdamW", dict(lr=0.01, amsgrad=True), "amsgradw_raw_step_f32_f32_f32"),
+        # RMSprop with momentum (the buffer after the normalization, lr after the buffer)
+        (
+            "RMSprop",
+            dict(lr=0.001, momentum=0.9, alpha=0.95),
+            "torch_rmsprop_momentum_step_f32_f32",
+        ),
+        (
+            "RMSprop",
+            dict(lr=0.001, momentum=0.5, weight_decay=0.05, maximize=True),
+            "torch_rmsprop_momentum_l2_step_f32_f32",
+        ),
     ],
 )
 def test_torch_door_kernel_step_agrees_with_torch_over_100_steps(

@@ -11,9 +11,9 @@ the same arithmetic, in the same order and rounding, in one vectorised C++ call 
 and the state in place (the outputs alias the donated inputs).
 
 - :func:`step_many`: one optimizer step, applied, for the update rules of
-  :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop, Adagrad, Adam,
-  AdamW, NAdam, NAdamW, torch's AMSGrad, each in optax's and torch's forms where they
-  differ, torch's after its coupled weight decay);
+  :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop with or without
+  momentum, Adagrad, Adam, AdamW, NAdam, NAdamW, torch's AMSGrad, each in optax's and
+  torch's forms where they differ, torch's after its coupled weight decay);
   :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 

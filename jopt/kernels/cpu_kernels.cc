@@ -1,6 +1,6 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
-// steps (SGD with heavy-ball or Nesterov momentum, RMSprop, Adagrad, Adam, AdamW,
-// NAdam, NAdamW, AMSGrad) over
+// steps (SGD with heavy-ball or Nesterov momentum, RMSprop with or without momentum,
+// Adagrad, Adam, AdamW, NAdam, NAdamW, AMSGrad) over
 // any number of float32 leaves, with state in float32 or (momentum, Adam, AdamW)
 // bfloat16, the torch door's coupled weight decay folded into the gradient, and a sum
 // of squares over any number of float32 leaves (the global norm a clip needs).
@@ -212,6 +212,46 @@ struct RmsProp {
       const float u = kEpsInSqrt ? (1.0f / std::sqrt(vi + eps)) * gi : gi / (std::sqrt(vi) + eps);
       VO[i] = vi;
       PO[i] = std::fma(u, neg_lr, P[i]);
+    }
+  }
+};
+
+// RMSprop with momentum b (a second state, optax's trace). kLrInside (optax's rmsprop,
+// eps inside the root): u = -lr g' / sqrt(v + eps), b = fma(mu, b, u), p = p + b, or
+// with kNesterov p = p + fma(mu, b, u). Otherwise (torch's RMSprop, eps outside):
+// b = fma(mu, b, g' / (sqrt(v) + eps)), p = fma(b, -lr, p). v as in RmsProp.
+template <typename In, bool kLrInside, bool kNesterov>
+struct RmsPropMomentum {
+  static constexpr int kStates = 2, kCoefs = In::kCoefs + 5;
+  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32, ffi::DataType::F32};
+  In in;
+  float d, c, eps, mu, neg_lr;
+  explicit RmsPropMomentum(const float* k)
+      : in(k), d(k[In::kCoefs]), c(k[In::kCoefs + 1]), eps(k[In::kCoefs + 2]),
+        mu(k[In::kCoefs + 3]), neg_lr(k[In::kCoefs + 4]) {}
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict V = static_cast<const float*>(L.s[0]);
+    const float* __restrict B = static_cast<const float*>(L.s[1]);
+    float* __restrict PO = L.p_out;
+    float* __restrict VO = static_cast<float*>(L.s_out[0]);
+    float* __restrict BO = static_cast<float*>(L.s_out[1]);
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float gi = in(G, P, i);
+      const float vi = std::fma(c, gi * gi, d * V[i]);
+      VO[i] = vi;
+      if (kLrInside) {
+        const float u = ((1.0f / std::sqrt(vi + eps)) * gi) * neg_lr;
+        const float bi = std::fma(mu, B[i], u);
+        BO[i] = bi;
+        PO[i] = P[i] + (kNesterov ? std::fma(mu, bi, u) : bi);
+      } else {
+        const float bi = std::fma(mu, B[i], gi / (std::sqrt(vi) + eps));
+        BO[i] = bi;
+        PO[i] = std::fma(bi, neg_lr, P[i]);
+      }
     }
   }
 };
@@ -489,6 +529,9 @@ using NAdamF32F32 = Adam<Plain, false, F32, F32, true>;
 using NAdamWF32F32 = Adam<Plain, true, F32, F32, true>;
 using RmsPropF32 = RmsProp<Plain, true>;
 using RmsPropEpsOutsideF32 = RmsProp<Plain, false>;
+using RmsPropMomentumF32 = RmsPropMomentum<Plain, true, false>;
+using RmsPropMomentumNesterovF32 = RmsPropMomentum<Plain, true, true>;
+using TorchRmsPropMomentumF32 = RmsPropMomentum<Plain, false, false>;
 using AdagradF32 = Adagrad<Plain, true>;
 using AdagradEpsOutsideF32 = Adagrad<Plain, false>;
 
@@ -498,6 +541,9 @@ JOPT_STEP(jopt_momentum_nesterov_step_f32, NesterovF32);
 JOPT_STEP(jopt_momentum_nesterov_step_bf16, NesterovBf16);
 JOPT_STEP(jopt_rmsprop_step_f32, RmsPropF32);
 JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsPropEpsOutsideF32);
+JOPT_STEP(jopt_rmsprop_momentum_step_f32_f32, RmsPropMomentumF32);
+JOPT_STEP(jopt_rmsprop_momentum_nesterov_step_f32_f32, RmsPropMomentumNesterovF32);
+JOPT_STEP(jopt_torch_rmsprop_momentum_step_f32_f32, TorchRmsPropMomentumF32);
 JOPT_STEP(jopt_adagrad_step_f32, AdagradF32);
 JOPT_STEP(jopt_adagrad_eps_outside_step_f32, AdagradEpsOutsideF32);
 JOPT_STEP(jopt_adam_step_f32_f32, AdamF32F32);
@@ -524,11 +570,13 @@ using NesterovL2F32 = Momentum<L2, F32, true>;
 using AdamL2F32F32 = Adam<L2, false, F32, F32>;
 using RmsPropEpsOutsideL2F32 = RmsProp<L2, false>;
 using AdagradEpsOutsideL2F32 = Adagrad<L2, false>;
+using TorchRmsPropMomentumL2F32 = RmsPropMomentum<L2, false, false>;
 
 JOPT_STEP(jopt_momentum_l2_step_f32, MomentumL2F32);
 JOPT_STEP(jopt_momentum_nesterov_l2_step_f32, NesterovL2F32);
 JOPT_STEP(jopt_rmsprop_eps_outside_l2_step_f32, RmsPropEpsOutsideL2F32);
 JOPT_STEP(jopt_adagrad_eps_outside_l2_step_f32, AdagradEpsOutsideL2F32);
+JOPT_STEP(jopt_torch_rmsprop_momentum_l2_step_f32_f32, TorchRmsPropMomentumL2F32);
 JOPT_STEP(jopt_adam_l2_step_f32_f32, AdamL2F32F32);
 using AmsGradRawL2F32 = AmsGrad<L2, false>;
 JOPT_STEP(jopt_amsgrad_raw_l2_step_f32_f32_f32, AmsGradRawL2F32);

@@ -55,6 +55,10 @@ __all__ = [
     "RMSPROP",
     "RMSPROP_EPS_OUTSIDE",
     "RMSPROP_EPS_OUTSIDE_L2",
+    "RMSPROP_MOMENTUM",
+    "RMSPROP_MOMENTUM_NESTEROV",
+    "TORCH_RMSPROP_MOMENTUM",
+    "TORCH_RMSPROP_MOMENTUM_L2",
     "Rule",
     "StepKernel",
 ]
@@ -210,6 +214,23 @@ def _rmsprop(eps_in_sqrt: bool) -> Rule:
     return rule
 
 
+def _rmsprop_momentum(lr_inside: bool, nesterov: bool = False) -> Rule:
+    """RMSprop, then a momentum buffer: optax's order (``scale_by_rms``,
+    ``scale_by_learning_rate``, ``trace``; eps inside the root) with ``lr_inside``,
+    torch's (``scale_by_rms`` with eps outside, ``trace``, the learning rate) without."""
+
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        v = c["c"] * (g * g) + c["d"] * s[0]
+        if lr_inside:
+            u = (jax.lax.rsqrt(v + c["eps"]) * g) * c["neg_lr"]
+            b = c["momentum"] * s[1] + u
+            return p + (u + c["momentum"] * b if nesterov else b), (v, b)
+        b = c["momentum"] * s[1] + g / (jnp.sqrt(v) + c["eps"])
+        return p + b * c["neg_lr"], (v, b)
+
+    return rule
+
+
 def _adagrad(eps_in_sqrt: bool) -> Rule:
     def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
         total = g * g + s[0]
@@ -274,6 +295,27 @@ RMSPROP = StepKernel(
 """``v <- c g^2 + d v;  p <- p + neg_lr g / sqrt(v + eps)``: :func:`jopt.rmsprop`."""
 RMSPROP_EPS_OUTSIDE = RMSPROP._replace(name="rmsprop_eps_outside", rule=_rmsprop(eps_in_sqrt=False))
 """RMSprop with ``g / (sqrt(v) + eps)`` (``eps_in_sqrt=False``)."""
+_RMSPROP_MOMENTUM_COEFFICIENTS = ("grad_scale", "d", "c", "eps", "momentum", "neg_lr")
+RMSPROP_MOMENTUM = StepKernel(
+    "rmsprop_momentum",
+    ("nu", "trace"),
+    _RMSPROP_MOMENTUM_COEFFICIENTS,
+    _rmsprop_momentum(lr_inside=True),
+)
+"""optax's RMSprop with momentum (eps inside the root, the learning rate inside the
+buffer): ``v <- c g^2 + d v;  b <- momentum b + neg_lr g / sqrt(v + eps);  p <- p + b``:
+:func:`jopt.rmsprop` with ``momentum``."""
+RMSPROP_MOMENTUM_NESTEROV = RMSPROP_MOMENTUM._replace(
+    name="rmsprop_momentum_nesterov", rule=_rmsprop_momentum(lr_inside=True, nesterov=True)
+)
+"""The same with Nesterov momentum: ``p <- p + u + momentum b`` for ``u = neg_lr g / sqrt(v +
+eps)`` (``nesterov=True``)."""
+TORCH_RMSPROP_MOMENTUM = RMSPROP_MOMENTUM._replace(
+    name="torch_rmsprop_momentum", rule=_rmsprop_momentum(lr_inside=False)
+)
+"""torch's RMSprop with momentum (eps outside the root, the learning rate after the
+buffer): ``b <- momentum b + g / (sqrt(v) + eps);  p <- p + neg_lr b``:
+:func:`jopt.torch.RMSprop` with ``momentum``."""
 ADAGRAD = StepKernel(
     "adagrad", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"), _adagrad(eps_in_sqrt=True)
 )
@@ -307,6 +349,8 @@ MOMENTUM_NESTEROV_L2 = MOMENTUM_NESTEROV.with_l2()
 """Nesterov momentum after torch's coupled weight decay."""
 RMSPROP_EPS_OUTSIDE_L2 = RMSPROP_EPS_OUTSIDE.with_l2()
 """RMSprop (eps outside the root) after coupled weight decay: :func:`jopt.torch.RMSprop`."""
+TORCH_RMSPROP_MOMENTUM_L2 = TORCH_RMSPROP_MOMENTUM.with_l2()
+"""torch's RMSprop with momentum after coupled weight decay."""
 ADAGRAD_EPS_OUTSIDE_L2 = ADAGRAD_EPS_OUTSIDE.with_l2()
 """Adagrad (eps outside the root) after coupled weight decay: :func:`jopt.torch.Adagrad`."""
 ADAM_L2 = ADAM.with_l2()
@@ -320,6 +364,9 @@ KERNELS = (
     MOMENTUM_NESTEROV,
     RMSPROP,
     RMSPROP_EPS_OUTSIDE,
+    RMSPROP_MOMENTUM,
+    RMSPROP_MOMENTUM_NESTEROV,
+    TORCH_RMSPROP_MOMENTUM,
     ADAGRAD,
     ADAGRAD_EPS_OUTSIDE,
     ADAM,
@@ -331,6 +378,7 @@ KERNELS = (
     MOMENTUM_L2,
     MOMENTUM_NESTEROV_L2,
     RMSPROP_EPS_OUTSIDE_L2,
+    TORCH_RMSPROP_MOMENTUM_L2,
     ADAGRAD_EPS_OUTSIDE_L2,
     ADAM_L2,
     AMSGRAD_RAW_L2,

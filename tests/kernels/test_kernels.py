@@ -221,7 +221,7 @@ MANY = {
 
 def _coefficient_values(kernel: rules.StepKernel) -> dict[str, Any]:
     adam = _coefficients(4, weight_decay=0.05, grad_scale=0.7, eps_root=1e-9)._asdict()
-    values = dict(grad_scale=0.7, d=0.9, c=0.1, eps=1e-7, neg_lr=-0.01)
+    values = dict(grad_scale=0.7, d=0.9, c=0.1, eps=1e-7, neg_lr=-0.01, momentum=0.8)
     values["bc1_next"] = 1 - 0.9**5  # NAdam's next bias correction (step 4 of b1 = 0.9)
     if kernel.l2:  # the torch door's coupled weight decay, with maximize's negative scale
         adam["grad_scale"] = values["grad_scale"] = -0.7
@@ -248,17 +248,27 @@ STORAGE = [  # every kernel with every storage of its states
 
 
 def _assert_close(got: Any, want: Any) -> None:
-    """Float32 results to an ulp or two (XLA places its own fused multiply-adds). A
-    bfloat16 state is the same float32 value rounded once, so it agrees exactly except
-    where an ulp of float32 moves a value across a rounding boundary (one bfloat16 ulp)."""
+    """Float32 results to an ulp or two: of the value, or where a sum cancels, of the
+    array's largest magnitude (XLA places its own fused multiply-adds: in ``x y + z w``
+    it contracts either product, as it likes in each fusion), with 99.5% of all the
+    elements to an ulp or two of themselves. A bfloat16 state is the same float32
+    value rounded once, so it agrees exactly except where an ulp of float32 moves a
+    value across a rounding boundary (one bfloat16 ulp)."""
+    close = []
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert a.shape == b.shape and a.dtype == b.dtype
         if a.dtype == jnp.float32:
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=3e-7, atol=1e-7)
+            a, b = np.asarray(a), np.asarray(b)
+            largest = np.max(np.abs(b[np.isfinite(b)]), initial=0.0)
+            atol = max(1e-7, 2 * float(np.spacing(np.float32(largest))))
+            np.testing.assert_allclose(a, b, rtol=3e-7, atol=atol)
+            close.append(np.isclose(a, b, rtol=3e-7, atol=1e-7, equal_nan=True).ravel())
             continue
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         np.testing.assert_allclose(a, b, rtol=2.0**-7, atol=1e-30)
         assert np.mean(a == b) > 0.999
+    close_all = np.concatenate(close) if close else np.ones(1, bool)
+    assert np.mean(close_all) > 0.995, f"{np.sum(~close_all)} of {close_all.size} elements differ"
 
 
 @pytest.mark.parametrize("kernel, storage", STORAGE)
