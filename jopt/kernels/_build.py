@@ -5,7 +5,7 @@ are compiled on the user's machine, the first time a step asks for one, with the
 system's C++ compiler and the FFI headers that ship with jaxlib, for the host's
 instruction set (``-march=native``). The shared library is cached under the user's
 cache directory, keyed by the source, the flags, the compiler, jaxlib's version and
-the CPU, so a machine compiles it once (about 15 s on a 2-core CPU). Writes go to a
+the CPU, so a machine compiles it once (about 20 s on a 2-core CPU). Writes go to a
 temporary file that is renamed, so a build interrupted half-way is never loaded.
 
 Without a compiler, or with ``JOPT_KERNELS=0`` in the environment, nothing is built
