@@ -18,13 +18,12 @@ and the state in place (the outputs alias the donated inputs).
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
 :func:`jopt.step` uses them where they apply (today: the plain forms of
-:func:`jopt.sgd` with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop`,
-:func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W) too), and of
-:func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`,
+:func:`jopt.sgd` with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop` (its
+momentum too), :func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W)
+too), and of :func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`,
 :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
-``weight_decay``, ``maximize`` and ``amsgrad`` included, on float32 parameters, on
-the CPU,
-optionally behind :func:`jopt.clip_by_global_norm`;
+``weight_decay``, ``maximize``, ``momentum`` and ``amsgrad`` included, on float32
+parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`;
 momentum and Adam's moments may be kept in bfloat16; see :mod:`jopt.kernel_steps`);
 on other devices and dtypes the same step runs as XLA code (the kernels' "twins").
 Plain SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth

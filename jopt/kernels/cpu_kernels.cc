@@ -294,18 +294,27 @@ struct Adagrad {
 // u = (m / bc1) / (sqrt(v / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr, p).
 // NAdam(W) (kNesterov) has m / bc1 as (d1 m) / bc1_next + (c1 g') / bc1, where bc1_next
 // is 1 - b1^(t+1), its coefficient after the others.
+// The ten scalars of an Adam-family step, in the order of its coefficients after the
+// gradient's (jopt.kernels.rules._ADAM_COEFFICIENTS).
+struct AdamScalars {
+  static constexpr int kCount = 10;
+  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
+  explicit AdamScalars(const float* c)
+      : d1(c[0]), c1(c[1]), d2(c[2]), c2(c[3]), bc1(c[4]), bc2(c[5]), eps_root(c[6]),
+        eps(c[7]), wd(c[8]), neg_lr(c[9]) {}
+};
+
 template <typename In, bool kDecoupledDecay, typename SM, typename SV, bool kNesterov = false>
-struct Adam {
-  static constexpr int kStates = 2, kCoefs = In::kCoefs + 10 + (kNesterov ? 1 : 0);
+struct Adam : AdamScalars {
+  static constexpr int kStates = 2,
+                       kCoefs = In::kCoefs + AdamScalars::kCount + (kNesterov ? 1 : 0);
   static constexpr ffi::DataType kStateTypes[kStates] = {SM::kType, SV::kType};
   In in;
-  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr, bc1_next;
-  explicit Adam(const float* k) : in(k) {
-    const float* c = k + In::kCoefs;
-    d1 = c[0], c1 = c[1], d2 = c[2], c2 = c[3], bc1 = c[4], bc2 = c[5];
-    eps_root = c[6], eps = c[7], wd = c[8], neg_lr = c[9];
-    bc1_next = kNesterov ? c[10] : 1.0f;
-  }
+  float bc1_next;
+  explicit Adam(const float* k)
+      : AdamScalars(k + In::kCoefs),
+        in(k),
+        bc1_next(kNesterov ? k[In::kCoefs + AdamScalars::kCount] : 1.0f) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
@@ -335,17 +344,12 @@ struct Adam {
 // u = (m / bc1) / (sqrt(n / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr,
 // p). Its coefficients are Adam's.
 template <typename In, bool kDecoupledDecay>
-struct AmsGrad {
-  static constexpr int kStates = 3, kCoefs = In::kCoefs + 10;
+struct AmsGrad : AdamScalars {
+  static constexpr int kStates = 3, kCoefs = In::kCoefs + AdamScalars::kCount;
   static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32, ffi::DataType::F32,
                                                          ffi::DataType::F32};
   In in;
-  float d1, c1, d2, c2, bc1, bc2, eps_root, eps, wd, neg_lr;
-  explicit AmsGrad(const float* k) : in(k) {
-    const float* c = k + In::kCoefs;
-    d1 = c[0], c1 = c[1], d2 = c[2], c2 = c[3], bc1 = c[4], bc2 = c[5];
-    eps_root = c[6], eps = c[7], wd = c[8], neg_lr = c[9];
-  }
+  explicit AmsGrad(const float* k) : AdamScalars(k + In::kCoefs), in(k) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;

@@ -244,30 +244,35 @@ def _adagrad(eps_in_sqrt: bool) -> Rule:
     return rule
 
 
+def _adam_moments(g: Any, s: tuple, c: dict) -> tuple[Any, Any]:
+    """Adam's new moments ``m``, ``v`` (``scale_by_adam``'s order of operations)."""
+    return c["c1"] * g + c["d1"] * s[0], c["c2"] * (g * g) + c["d2"] * s[1]
+
+
+def _adam_apply(p: Any, m_hat: Any, v_hat: Any, c: dict, decoupled_decay: bool) -> Any:
+    """``p + neg_lr (m_hat / (sqrt(v_hat + eps_root) + eps) [+ weight_decay p])``."""
+    u = m_hat / (jnp.sqrt(v_hat + c["eps_root"]) + c["eps"])
+    if decoupled_decay:
+        u = u + c["weight_decay"] * p
+    return p + u * c["neg_lr"]
+
+
 def _adam(decoupled_decay: bool, nesterov: bool = False) -> Rule:
     def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
-        m = c["c1"] * g + c["d1"] * s[0]
-        v = c["c2"] * (g * g) + c["d2"] * s[1]
+        m, v = _adam_moments(g, s, c)
         m_hat = m / c["bc1"]
         if nesterov:  # NAdam (unused m / bc1 is dead code to XLA)
             m_hat = c["d1"] * m / c["bc1_next"] + c["c1"] * g / c["bc1"]
-        u = m_hat / (jnp.sqrt(v / c["bc2"] + c["eps_root"]) + c["eps"])
-        if decoupled_decay:
-            u = u + c["weight_decay"] * p
-        return p + u * c["neg_lr"], (m, v)
+        return _adam_apply(p, m_hat, v / c["bc2"], c, decoupled_decay), (m, v)
 
     return rule
 
 
 def _amsgrad_raw(decoupled_decay: bool) -> Rule:
     def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
-        m = c["c1"] * g + c["d1"] * s[0]
-        v = c["c2"] * (g * g) + c["d2"] * s[1]
+        m, v = _adam_moments(g, s, c)
         n = jnp.maximum(s[2], v)
-        u = (m / c["bc1"]) / (jnp.sqrt(n / c["bc2"] + c["eps_root"]) + c["eps"])
-        if decoupled_decay:
-            u = u + c["weight_decay"] * p
-        return p + u * c["neg_lr"], (m, v, n)
+        return _adam_apply(p, m / c["bc1"], n / c["bc2"], c, decoupled_decay), (m, v, n)
 
     return rule
 
