@@ -280,12 +280,16 @@ def adagrad_plan(
     eps: Any,
     eps_in_sqrt: bool = True,
     *,
+    lr_factor: Callable[[jax.Array], jax.Array] | None = None,
     l2: Any | None = None,
     maximize: bool = False,
 ) -> PlanFn:
     """Adagrad: ``chain(scale_by_rss, scale_by_learning_rate)``, eps inside the root
     (optax's) or outside it (``eps_in_sqrt=False``, torch's, which may come after the
-    torch door's ``maximize`` and coupled weight decay ``l2``).
+    torch door's ``maximize`` and coupled weight decay ``l2``). ``lr_factor``: a
+    ``scale_by_schedule(lr_factor)`` after the learning rate (torch's ``lr_decay``,
+    ``count -> 1 / (1 + count lr_decay)``); the kernel steps by their product, as torch
+    does (``clr = lr / (1 + (t - 1) lr_decay)``), and the schedule's count advances.
 
     Example:
         >>> import jax.numpy as jnp
@@ -296,15 +300,26 @@ def adagrad_plan(
         ('sum_of_squares',)
     """
     from jopt.transforms.adaptive import ScaleByRssState
+    from jopt.transforms.scaling import ScaleByScheduleState
 
     kernel = _gradient_in(rules.ADAGRAD if eps_in_sqrt else rules.ADAGRAD_EPS_OUTSIDE, l2)
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
         s, put = _locate(state, ScaleByRssState, "adagrad")
-        c = kernel.pack(
-            **_gradient_coefficients(grad_scale, l2, maximize), eps=eps, neg_lr=-learning_rate
-        )
-        return Plan(kernel, c, [s.sum_of_squares], lambda trees: put(ScaleByRssState(trees[0])))
+        lr = learning_rate
+        if lr_factor is not None:
+            counted, _ = _locate(state, ScaleByScheduleState, "adagrad")
+            lr = jtree.scalar(learning_rate, jnp.float32) * lr_factor(counted.count)
+        c = kernel.pack(**_gradient_coefficients(grad_scale, l2, maximize), eps=eps, neg_lr=-lr)
+
+        def rebuild(trees: list[Any]) -> OptState:
+            out = put(ScaleByRssState(trees[0]))
+            if lr_factor is None:
+                return out
+            counted, put_counted = _locate(out, ScaleByScheduleState, "adagrad")
+            return put_counted(ScaleByScheduleState(jtree.safe_increment(counted.count)))
+
+        return Plan(kernel, c, [s.sum_of_squares], rebuild)
 
     return plan
 

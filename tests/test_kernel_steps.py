@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 import jopt
-from jopt.kernel_steps import adam_plan, momentum_plan, rmsprop_plan
+from jopt.kernel_steps import adagrad_plan, adam_plan, momentum_plan, rmsprop_plan
 
 
 def test_a_plan_names_the_state_it_did_not_find() -> None:
@@ -47,3 +47,17 @@ def test_an_amsgrad_plan_carries_the_three_states_and_rebuilds_their_state() -> 
         adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True)(
             (jopt.scale_by_adam().init(jnp.zeros(2)), ()), None
         )
+
+
+def test_an_adagrad_plan_with_a_learning_rate_factor_steps_by_the_product() -> None:
+    # torch's lr_decay: scale_by_schedule after the learning rate, at its count
+    rss = jopt.scale_by_rss(eps_in_sqrt=False).init(jnp.zeros(2))
+    counted = jopt.scale_by_schedule(lambda n: n).init(jnp.zeros(2))._replace(count=jnp.int32(3))
+    plan = adagrad_plan(0.1, 1e-10, False, lr_factor=lambda n: 1 / (1 + n.astype(float) / 2))(
+        (rss, (), counted), None
+    )
+    assert plan.coefficients.tolist()[-1] == pytest.approx(-0.1 / 2.5)
+    rebuilt = plan.rebuild([jnp.ones(2)])
+    assert int(rebuilt[2].count) == 4 and rebuilt[0].sum_of_squares.tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match="holds no ScaleByScheduleState"):
+        adagrad_plan(0.1, 1e-10, False, lr_factor=jnp.sqrt)((rss, ()), None)

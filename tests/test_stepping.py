@@ -57,6 +57,10 @@ CHAINS = {
     ),
     "torch.Adagrad_l2": lambda: jopt.torch.Adagrad(lr=0.05, weight_decay=0.01),
     "torch.Adagrad_maximize": lambda: jopt.torch.Adagrad(lr=0.05, maximize=True),
+    "clip+torch.Adagrad_lr_decay_maximize": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0),
+        jopt.torch.Adagrad(lr=SCHEDULE, lr_decay=0.05, maximize=True),
+    ),
     "rmsprop_momentum": lambda: jopt.rmsprop(0.01, momentum=0.9),
     "clip+rmsprop_nesterov+schedule": lambda: jopt.chain(
         jopt.clip_by_global_norm(1.0), jopt.rmsprop(SCHEDULE, momentum=0.8, nesterov=True)
@@ -121,6 +125,8 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "torch.RMSprop_l2_maximize": "rmsprop_eps_outside_l2",
     "torch.Adagrad_l2": "adagrad_eps_outside_l2",
     "torch.Adagrad_maximize": "adagrad_eps_outside",
+    "torch.Adagrad": "adagrad_eps_outside_l2",  # lr_decay in the step size
+    "clip+torch.Adagrad_lr_decay_maximize": "adagrad_eps_outside",
     "torch.Adam_amsgrad": "amsgrad_raw",
     "rmsprop_momentum": "rmsprop_momentum",
     "clip+rmsprop_nesterov+schedule": "rmsprop_momentum_nesterov",
@@ -339,6 +345,12 @@ def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
         ),
         ("Adagrad", dict(lr=0.05, weight_decay=0.05), "adagrad_eps_outside_l2_step_f32"),
         ("Adagrad", dict(lr=0.05, maximize=True), "adagrad_eps_outside_step_f32"),
+        ("Adagrad", dict(lr=0.05, lr_decay=0.05), "adagrad_eps_outside_step_f32"),
+        (
+            "Adagrad",
+            dict(lr=0.05, lr_decay=0.01, weight_decay=0.05, initial_accumulator_value=0.1),
+            "adagrad_eps_outside_l2_step_f32",
+        ),
         # AMSGrad (three states), as torch keeps it
         ("Adam", dict(lr=0.01, amsgrad=True, betas=(0.8, 0.99)), "amsgrad_raw_step_f32_f32_f32"),
         (

@@ -22,8 +22,8 @@ and the state in place (the outputs alias the donated inputs).
 momentum too), :func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W)
 too), and of :func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`,
 :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
-``weight_decay``, ``maximize``, ``momentum`` and ``amsgrad`` included, on float32
-parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`;
+``weight_decay``, ``maximize``, ``momentum``, ``amsgrad`` and ``lr_decay`` included,
+on float32 parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`;
 momentum and Adam's moments may be kept in bfloat16; see :mod:`jopt.kernel_steps`);
 on other devices and dtypes the same step runs as XLA code (the kernels' "twins").
 Plain SGD has none: XLA's loop for ``p - lr g`` already runs at the memory-bandwidth

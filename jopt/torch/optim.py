@@ -484,8 +484,8 @@ def Adagrad(
     (fixed: ``initial_accumulator_value``).
 
     Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`), ``weight_decay`` and ``maximize`` included, unless
-    ``lr_decay`` is set.
+    kernel (:mod:`jopt.kernels`), ``lr_decay``, ``weight_decay`` and ``maximize``
+    included.
 
     References:
         Duchi, Hazan & Singer, JMLR 2011; ``torch.optim.Adagrad``.
@@ -503,10 +503,14 @@ def Adagrad(
     def build(
         lr: Any, lr_decay: Any, weight_decay: Any, eps: Any, initial_accumulator_value: float
     ):
-        plan = None
-        if not has_lr_decay:
-            l2 = weight_decay if has_decay else None
-            plan = adagrad_plan(lr, eps, eps_in_sqrt=False, l2=l2, maximize=maximize)
+        plan = adagrad_plan(
+            lr,
+            eps,
+            eps_in_sqrt=False,
+            lr_factor=_inverse_time(lr_decay) if has_lr_decay else None,
+            l2=weight_decay if has_decay else None,
+            maximize=maximize,
+        )
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
