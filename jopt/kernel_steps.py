@@ -324,6 +324,45 @@ def adagrad_plan(
     return plan
 
 
+def adadelta_plan(
+    learning_rate: Any,
+    rho: Any,
+    eps: Any,
+    *,
+    l2: Any | None = None,
+    maximize: bool = False,
+) -> PlanFn:
+    """Adadelta: ``chain(scale_by_adadelta, scale_by_learning_rate)``, after weight decay
+    added to the gradient (``l2``: ``add_decayed_weights``, in both doors) and the torch
+    door's ``maximize``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import jopt
+        >>> from jopt.kernel_steps import adadelta_plan
+        >>> state = jopt.scale_by_adadelta().init(jnp.zeros(2)), ()
+        >>> adadelta_plan(1.0, 0.9, 1e-6)(state, None).kernel.states
+        ('e_g', 'e_x')
+    """
+    from jopt.transforms.adaptive import ScaleByAdaDeltaState
+
+    kernel = _gradient_in(rules.ADADELTA, l2)
+
+    def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
+        s, put = _locate(state, ScaleByAdaDeltaState, "adadelta")
+        d, c = jtree.decay_pair(rho, jnp.float32)
+        coefs = kernel.pack(
+            **_gradient_coefficients(grad_scale, l2, maximize),
+            d=d,
+            c=c,
+            eps=eps,
+            neg_lr=-learning_rate,
+        )
+        return Plan(kernel, coefs, [s.e_g, s.e_x], lambda trees: put(ScaleByAdaDeltaState(*trees)))
+
+    return plan
+
+
 def adam_plan(
     b1: Any,
     b2: Any,

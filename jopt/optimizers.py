@@ -18,6 +18,7 @@ from jopt.combine import chain
 from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
 from jopt.kernel_steps import (
+    adadelta_plan,
     adagrad_plan,
     adam_plan,
     keeps,
@@ -619,6 +620,9 @@ def adadelta(
 
     Hyperparameters in the state: ``learning_rate``, ``rho``, ``eps``, ``weight_decay``.
 
+    Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`); a ``weight_decay_mask`` decays the gradients first.
+
     References:
         Zeiler, "ADADELTA: An Adaptive Learning Rate Method", 2012; optax ``adadelta``.
 
@@ -636,10 +640,12 @@ def adadelta(
     def build(learning_rate: Any, rho: Any, eps: Any, weight_decay: Any) -> GradientTransformation:
         core = [scale_by_adadelta(rho, eps), scale_by_learning_rate(learning_rate)]
         if no_decay:
-            return fuse(chain(*core))
+            return fuse(with_kernel_step(chain(*core), adadelta_plan(learning_rate, rho, eps)))
         if weight_decay_mask is None:
-            return fuse(chain(add_decayed_weights(weight_decay), *core))
-        return chain(add_decayed_weights(weight_decay, weight_decay_mask), fuse(chain(*core)))
+            plan = adadelta_plan(learning_rate, rho, eps, l2=weight_decay)
+            return fuse(with_kernel_step(chain(add_decayed_weights(weight_decay), *core), plan))
+        plain = with_kernel_step(chain(*core), adadelta_plan(learning_rate, rho, eps))
+        return chain(add_decayed_weights(weight_decay, weight_decay_mask), fuse(plain))
 
     values: dict[str, Any] = dict(learning_rate=learning_rate, rho=rho, eps=eps)
     values, fixed = _weight_decay_values(values, weight_decay, no_decay)

@@ -285,9 +285,10 @@ def step(
     The result equals that pair of calls (to rounding: a fused kernel may round
     differently from XLA's loop in the last bit). :func:`jopt.adam`,
     :func:`jopt.adamw`, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
-    :func:`jopt.sgd` and :func:`jopt.torch.SGD` with momentum (or Nesterov),
-    :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam`
-    and :func:`jopt.torch.AdamW` (their plain forms; also after
+    :func:`jopt.adadelta`, :func:`jopt.sgd` and :func:`jopt.torch.SGD` with momentum
+    (or Nesterov), :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`,
+    :func:`jopt.torch.Adadelta`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`
+    (their plain forms; also after
     :func:`jopt.clip_by_global_norm` in a chain) run fused in-place kernels on CPU
     float32 parameters (:mod:`jopt.kernels`: one call per 64 leaves, each leaf read
     where it lies, no packing); under ``jit`` with

@@ -79,6 +79,13 @@ CHAINS = {
     "clip+nadamw+schedule": lambda: jopt.chain(
         jopt.clip_by_global_norm(1.0), jopt.adamw(SCHEDULE, weight_decay=0.01, nesterov=True)
     ),
+    "adadelta_plain": lambda: jopt.adadelta(0.5, rho=0.8),
+    "adadelta_masked_decay": lambda: jopt.adadelta(  # decays before the fused chain
+        weight_decay=0.1, weight_decay_mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+    ),
+    "clip+torch.Adadelta_maximize+schedule": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.torch.Adadelta(lr=SCHEDULE, maximize=True)
+    ),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
         jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
@@ -136,6 +143,11 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "clip+torch.AdamW_amsgrad": "amsgradw_raw",
     "adam_nesterov_eps_root": "nadam",
     "clip+nadamw+schedule": "nadamw",
+    "adadelta": "adadelta_l2",  # optax's weight decay is added to the gradient first
+    "torch.Adadelta": "adadelta_l2",
+    "adadelta_plain": "adadelta",
+    "adadelta_masked_decay": "adadelta",  # on the decayed gradients
+    "clip+torch.Adadelta_maximize+schedule": "adadelta",
 }
 
 
@@ -345,6 +357,12 @@ def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
         ),
         ("Adagrad", dict(lr=0.05, weight_decay=0.05), "adagrad_eps_outside_l2_step_f32"),
         ("Adagrad", dict(lr=0.05, maximize=True), "adagrad_eps_outside_step_f32"),
+        ("Adadelta", dict(lr=1.0, rho=0.8), "adadelta_step_f32_f32"),
+        (
+            "Adadelta",
+            dict(lr=0.5, eps=1e-5, weight_decay=0.05, maximize=True),
+            "adadelta_l2_step_f32_f32",
+        ),
         ("Adagrad", dict(lr=0.05, lr_decay=0.05), "adagrad_eps_outside_step_f32"),
         (
             "Adagrad",

@@ -12,16 +12,17 @@ and the state in place (the outputs alias the donated inputs).
 
 - :func:`step_many`: one optimizer step, applied, for the update rules of
   :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop with or without
-  momentum, Adagrad, Adam, AdamW, NAdam, NAdamW, torch's AMSGrad, each in optax's and
-  torch's forms where they differ, torch's after its coupled weight decay);
+  momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, torch's AMSGrad, each in
+  optax's and torch's forms where they differ, torch's after its coupled weight decay);
   :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
 :func:`jopt.step` uses them where they apply (today: the plain forms of
 :func:`jopt.sgd` with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop` (its
-momentum too), :func:`jopt.adagrad`, :func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W)
-too), and of :func:`jopt.torch.SGD` with momentum, :func:`jopt.torch.RMSprop`,
-:func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
+momentum too), :func:`jopt.adagrad`, :func:`jopt.adadelta`, :func:`jopt.adam` and
+:func:`jopt.adamw` (NAdam(W) too), and of :func:`jopt.torch.SGD` with momentum,
+:func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adadelta`,
+:func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
 ``weight_decay``, ``maximize``, ``momentum``, ``amsgrad`` and ``lr_decay`` included,
 on float32 parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`;
 momentum and Adam's moments may be kept in bfloat16; see :mod:`jopt.kernel_steps`);

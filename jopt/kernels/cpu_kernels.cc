@@ -256,6 +256,38 @@ struct RmsPropMomentum {
   }
 };
 
+// Adadelta (scale_by_adadelta, optax's and torch's): e_g = fma(c, g'^2, d e_g);
+// u = sqrt(e_x + eps) / sqrt(e_g + eps) * g'; e_x = fma(c, u^2, d e_x); p = fma(u, -lr, p).
+template <typename In>
+struct Adadelta {
+  static constexpr int kStates = 2, kCoefs = In::kCoefs + 4;
+  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32, ffi::DataType::F32};
+  In in;
+  float d, c, eps, neg_lr;
+  explicit Adadelta(const float* k)
+      : in(k), d(k[In::kCoefs]), c(k[In::kCoefs + 1]), eps(k[In::kCoefs + 2]),
+        neg_lr(k[In::kCoefs + 3]) {}
+  void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    const float* __restrict P = L.p;
+    const float* __restrict G = L.g;
+    const float* __restrict EG = static_cast<const float*>(L.s[0]);
+    const float* __restrict EX = static_cast<const float*>(L.s[1]);
+    float* __restrict PO = L.p_out;
+    float* __restrict EGO = static_cast<float*>(L.s_out[0]);
+    float* __restrict EXO = static_cast<float*>(L.s_out[1]);
+#pragma GCC ivdep
+    for (int64_t i = a; i < b; ++i) {
+      const float gi = in(G, P, i);
+      const float egi = std::fma(c, gi * gi, d * EG[i]);
+      const float exi = EX[i];
+      const float u = std::sqrt(exi + eps) / std::sqrt(egi + eps) * gi;
+      EGO[i] = egi;
+      EXO[i] = std::fma(c, u * u, d * exi);
+      PO[i] = std::fma(u, neg_lr, P[i]);
+    }
+  }
+};
+
 // Adagrad (optax's scale_by_rss): s = fma(g', g', s); u = g' / sqrt(s + eps), 0 where
 // s is 0 (kEpsInSqrt, optax's) or u = g' / (sqrt(s) + eps) (torch's); p = fma(u, -lr, p).
 template <typename In, bool kEpsInSqrt>
@@ -538,6 +570,7 @@ using RmsPropMomentumNesterovF32 = RmsPropMomentum<Plain, true, true>;
 using TorchRmsPropMomentumF32 = RmsPropMomentum<Plain, false, false>;
 using AdagradF32 = Adagrad<Plain, true>;
 using AdagradEpsOutsideF32 = Adagrad<Plain, false>;
+using AdadeltaF32F32 = Adadelta<Plain>;
 
 JOPT_STEP(jopt_momentum_step_f32, MomentumF32);
 JOPT_STEP(jopt_momentum_step_bf16, MomentumBf16);
@@ -550,6 +583,7 @@ JOPT_STEP(jopt_rmsprop_momentum_nesterov_step_f32_f32, RmsPropMomentumNesterovF3
 JOPT_STEP(jopt_torch_rmsprop_momentum_step_f32_f32, TorchRmsPropMomentumF32);
 JOPT_STEP(jopt_adagrad_step_f32, AdagradF32);
 JOPT_STEP(jopt_adagrad_eps_outside_step_f32, AdagradEpsOutsideF32);
+JOPT_STEP(jopt_adadelta_step_f32_f32, AdadeltaF32F32);
 JOPT_STEP(jopt_adam_step_f32_f32, AdamF32F32);
 JOPT_STEP(jopt_adam_step_f32_bf16, AdamF32Bf16);
 JOPT_STEP(jopt_adam_step_bf16_f32, AdamBf16F32);
@@ -568,18 +602,20 @@ JOPT_STEP(jopt_amsgrad_raw_step_f32_f32_f32, AmsGradRawF32);
 JOPT_STEP(jopt_amsgradw_raw_step_f32_f32_f32, AmsGradWRawF32);
 
 // The torch door's rules with coupled weight decay (weight_decay in torch.optim's SGD,
-// Adam, RMSprop, Adagrad): float32 state only, as the torch door keeps it.
+// Adam, RMSprop, Adagrad, Adadelta; optax's adadelta decays the same way): float32 state only, as the torch door keeps it.
 using MomentumL2F32 = Momentum<L2, F32, false>;
 using NesterovL2F32 = Momentum<L2, F32, true>;
 using AdamL2F32F32 = Adam<L2, false, F32, F32>;
 using RmsPropEpsOutsideL2F32 = RmsProp<L2, false>;
 using AdagradEpsOutsideL2F32 = Adagrad<L2, false>;
+using AdadeltaL2F32F32 = Adadelta<L2>;
 using TorchRmsPropMomentumL2F32 = RmsPropMomentum<L2, false, false>;
 
 JOPT_STEP(jopt_momentum_l2_step_f32, MomentumL2F32);
 JOPT_STEP(jopt_momentum_nesterov_l2_step_f32, NesterovL2F32);
 JOPT_STEP(jopt_rmsprop_eps_outside_l2_step_f32, RmsPropEpsOutsideL2F32);
 JOPT_STEP(jopt_adagrad_eps_outside_l2_step_f32, AdagradEpsOutsideL2F32);
+JOPT_STEP(jopt_adadelta_l2_step_f32_f32, AdadeltaL2F32F32);
 JOPT_STEP(jopt_torch_rmsprop_momentum_l2_step_f32_f32, TorchRmsPropMomentumL2F32);
 JOPT_STEP(jopt_adam_l2_step_f32_f32, AdamL2F32F32);
 using AmsGradRawL2F32 = AmsGrad<L2, false>;

@@ -36,6 +36,8 @@ import jax.numpy as jnp
 from jopt import tree as jtree
 
 __all__ = [
+    "ADADELTA",
+    "ADADELTA_L2",
     "ADAGRAD",
     "ADAGRAD_EPS_OUTSIDE",
     "ADAGRAD_EPS_OUTSIDE_L2",
@@ -244,6 +246,13 @@ def _adagrad(eps_in_sqrt: bool) -> Rule:
     return rule
 
 
+def _adadelta(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+    e_g = c["c"] * (g * g) + c["d"] * s[0]
+    u = jnp.sqrt(s[1] + c["eps"]) / jnp.sqrt(e_g + c["eps"]) * g
+    e_x = c["c"] * (u * u) + c["d"] * s[1]
+    return p + u * c["neg_lr"], (e_g, e_x)
+
+
 def _adam_moments(g: Any, s: tuple, c: dict) -> tuple[Any, Any]:
     """Adam's new moments ``m``, ``v`` (``scale_by_adam``'s order of operations)."""
     return c["c1"] * g + c["d1"] * s[0], c["c2"] * (g * g) + c["d2"] * s[1]
@@ -327,6 +336,12 @@ ADAGRAD = StepKernel(
 """``s <- s + g^2;  p <- p + neg_lr g / sqrt(s + eps)`` (0 where s = 0): :func:`jopt.adagrad`."""
 ADAGRAD_EPS_OUTSIDE = ADAGRAD._replace(name="adagrad_eps_outside", rule=_adagrad(eps_in_sqrt=False))
 """Adagrad with ``g / (sqrt(s) + eps)``: :func:`jopt.torch.Adagrad`."""
+ADADELTA = StepKernel(
+    "adadelta", ("e_g", "e_x"), ("grad_scale", "d", "c", "eps", "neg_lr"), _adadelta
+)
+"""``e_g <- c g^2 + d e_g;  u = sqrt(e_x + eps) / sqrt(e_g + eps) g;  e_x <- c u^2 + d e_x;
+p <- p + neg_lr u`` (``d = rho``, ``c = 1 - rho``): :func:`jopt.adadelta`,
+:func:`jopt.torch.Adadelta`."""
 ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_PRECISION)
 """Adam (see :func:`jopt.kernels.adam_step_many`); each moment in float32 or bfloat16."""
 ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
@@ -358,6 +373,9 @@ TORCH_RMSPROP_MOMENTUM_L2 = TORCH_RMSPROP_MOMENTUM.with_l2()
 """torch's RMSprop with momentum after coupled weight decay."""
 ADAGRAD_EPS_OUTSIDE_L2 = ADAGRAD_EPS_OUTSIDE.with_l2()
 """Adagrad (eps outside the root) after coupled weight decay: :func:`jopt.torch.Adagrad`."""
+ADADELTA_L2 = ADADELTA.with_l2()
+"""Adadelta after weight decay added to the gradient: :func:`jopt.torch.Adadelta` and
+:func:`jopt.adadelta` (no mask) with ``weight_decay``."""
 ADAM_L2 = ADAM.with_l2()
 """Adam after coupled weight decay: :func:`jopt.torch.Adam` with ``weight_decay``."""
 AMSGRAD_RAW_L2 = AMSGRAD_RAW.with_l2()
@@ -374,6 +392,7 @@ KERNELS = (
     TORCH_RMSPROP_MOMENTUM,
     ADAGRAD,
     ADAGRAD_EPS_OUTSIDE,
+    ADADELTA,
     ADAM,
     ADAMW,
     NADAM,
@@ -385,6 +404,7 @@ KERNELS = (
     RMSPROP_EPS_OUTSIDE_L2,
     TORCH_RMSPROP_MOMENTUM_L2,
     ADAGRAD_EPS_OUTSIDE_L2,
+    ADADELTA_L2,
     ADAM_L2,
     AMSGRAD_RAW_L2,
 )

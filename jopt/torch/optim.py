@@ -29,6 +29,7 @@ from jopt.fused import fuse
 from jopt.hyperparams import NONNEGATIVE, UNIT, UNIT_OPEN, with_hyperparams
 from jopt.kernel_steps import (
     PlanFn,
+    adadelta_plan,
     adagrad_plan,
     adam_plan,
     momentum_plan,
@@ -570,6 +571,9 @@ def Adadelta(
 
     Hyperparameters in the state: ``lr``, ``rho``, ``eps``, ``weight_decay``.
 
+    Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`), ``weight_decay`` and ``maximize`` included.
+
     References:
         Zeiler, 2012; ``torch.optim.Adadelta``.
 
@@ -584,11 +588,13 @@ def Adadelta(
     has_decay = _nonzero(weight_decay)
 
     def build(lr: Any, rho: Any, eps: Any, weight_decay: Any) -> GradientTransformation:
+        l2 = weight_decay if has_decay else None
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,
             scale_by_adadelta(rho, eps),
             scale_by_learning_rate(lr),
+            plan=adadelta_plan(lr, rho, eps, l2=l2, maximize=maximize),
         )
 
     values = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
