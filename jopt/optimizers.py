@@ -354,8 +354,8 @@ def nadam(
         m^_t = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)
         u_t = -lr_t * m^_t / (sqrt(v_t / (1 - b2^t) + eps_root) + eps)
 
-    Stepped with :func:`jopt.step`, float32 parameters with float32 moments on the CPU
-    run a fused in-place kernel (:mod:`jopt.kernels`).
+    Stepped with :func:`jopt.step`, float32 parameters with float32 or bfloat16 moments
+    on the CPU run a fused in-place kernel (:mod:`jopt.kernels`).
 
     Args: those of :func:`adam`; ``nesterov=False`` gives plain Adam (the argument is
     there because optax's ``nadam`` has it).
@@ -410,8 +410,8 @@ def nadamw(
 
         u_t = -lr_t * (d_t + wd * p_{t-1})
 
-    Stepped with :func:`jopt.step`, float32 parameters with float32 moments on the CPU
-    run a fused in-place kernel (:mod:`jopt.kernels`), unless ``mask`` is set.
+    Stepped with :func:`jopt.step`, float32 parameters with float32 or bfloat16 moments
+    on the CPU run a fused in-place kernel (:mod:`jopt.kernels`), unless ``mask`` is set.
 
     Args: those of :func:`adamw`; ``nesterov=False`` gives plain AdamW (the argument is
     there because optax's ``nadamw`` has it).

@@ -94,7 +94,10 @@ CHAINS = {
 LOW_PRECISION_STATE = {  # besides OPTIMIZERS' adam_bf16_moments
     "adamw_bf16_nu": lambda: jopt.adamw(0.01, weight_decay=0.1, nu_dtype=jnp.bfloat16),
     "sgd_momentum_bf16": lambda: jopt.sgd(0.05, momentum=0.9, accumulator_dtype=jnp.bfloat16),
-    "nadam_bf16_mu": lambda: jopt.adam(0.01, mu_dtype=jnp.bfloat16, nesterov=True),  # no kernel
+    "nadam_bf16_mu": lambda: jopt.adam(0.01, mu_dtype=jnp.bfloat16, nesterov=True),
+    "nadamw_bf16_moments": lambda: jopt.adamw(
+        0.01, weight_decay=0.1, mu_dtype=jnp.bfloat16, nu_dtype=jnp.bfloat16, nesterov=True
+    ),
     "clip+adam_bf16_mu": lambda: jopt.chain(
         jopt.clip_by_global_norm(1.0), jopt.adam(0.01, mu_dtype=jnp.bfloat16)
     ),
@@ -143,6 +146,8 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "clip+torch.AdamW_amsgrad": "amsgradw_raw",
     "adam_nesterov_eps_root": "nadam",
     "clip+nadamw+schedule": "nadamw",
+    "nadam_bf16_mu": "nadam",
+    "nadamw_bf16_moments": "nadamw",
     "adadelta": "adadelta_l2",  # optax's weight decay is added to the gradient first
     "torch.Adadelta": "adadelta_l2",
     "adadelta_plain": "adadelta",

@@ -562,7 +562,13 @@ using AdamWF32Bf16 = Adam<Plain, true, F32, BF16>;
 using AdamWBf16F32 = Adam<Plain, true, BF16, F32>;
 using AdamWBf16Bf16 = Adam<Plain, true, BF16, BF16>;
 using NAdamF32F32 = Adam<Plain, false, F32, F32, true>;
+using NAdamF32Bf16 = Adam<Plain, false, F32, BF16, true>;
+using NAdamBf16F32 = Adam<Plain, false, BF16, F32, true>;
+using NAdamBf16Bf16 = Adam<Plain, false, BF16, BF16, true>;
 using NAdamWF32F32 = Adam<Plain, true, F32, F32, true>;
+using NAdamWF32Bf16 = Adam<Plain, true, F32, BF16, true>;
+using NAdamWBf16F32 = Adam<Plain, true, BF16, F32, true>;
+using NAdamWBf16Bf16 = Adam<Plain, true, BF16, BF16, true>;
 using RmsPropF32 = RmsProp<Plain, true>;
 using RmsPropEpsOutsideF32 = RmsProp<Plain, false>;
 using RmsPropMomentumF32 = RmsPropMomentum<Plain, true, false>;
@@ -593,7 +599,13 @@ JOPT_STEP(jopt_adamw_step_f32_bf16, AdamWF32Bf16);
 JOPT_STEP(jopt_adamw_step_bf16_f32, AdamWBf16F32);
 JOPT_STEP(jopt_adamw_step_bf16_bf16, AdamWBf16Bf16);
 JOPT_STEP(jopt_nadam_step_f32_f32, NAdamF32F32);
+JOPT_STEP(jopt_nadam_step_f32_bf16, NAdamF32Bf16);
+JOPT_STEP(jopt_nadam_step_bf16_f32, NAdamBf16F32);
+JOPT_STEP(jopt_nadam_step_bf16_bf16, NAdamBf16Bf16);
 JOPT_STEP(jopt_nadamw_step_f32_f32, NAdamWF32F32);
+JOPT_STEP(jopt_nadamw_step_f32_bf16, NAdamWF32Bf16);
+JOPT_STEP(jopt_nadamw_step_bf16_f32, NAdamWBf16F32);
+JOPT_STEP(jopt_nadamw_step_bf16_bf16, NAdamWBf16Bf16);
 
 // AMSGrad as torch keeps it, for the torch door's Adam and AdamW with amsgrad=True.
 using AmsGradRawF32 = AmsGrad<Plain, false>;

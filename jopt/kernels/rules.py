@@ -346,9 +346,12 @@ ADAM = StepKernel("adam", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(False), _LOW_P
 """Adam (see :func:`jopt.kernels.adam_step_many`); each moment in float32 or bfloat16."""
 ADAMW = StepKernel("adamw", ("mu", "nu"), _ADAM_COEFFICIENTS, _adam(True), _LOW_PRECISION)
 """AdamW: Adam with ``u <- u + weight_decay p`` before the learning rate."""
-NADAM = StepKernel("nadam", ("mu", "nu"), (*_ADAM_COEFFICIENTS, "bc1_next"), _adam(False, True))
+NADAM = StepKernel(
+    "nadam", ("mu", "nu"), (*_ADAM_COEFFICIENTS, "bc1_next"), _adam(False, True), _LOW_PRECISION
+)
 """NAdam (:func:`jopt.adam` with ``nesterov=True``): Adam with the bias-corrected first
-moment ``b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)``; float32 moments."""
+moment ``b1 m / (1 - b1^(t+1)) + (1 - b1) g / (1 - b1^t)`` (from the new moment before
+it is rounded to its storage); each moment in float32 or bfloat16."""
 NADAMW = NADAM._replace(name="nadamw", rule=_adam(True, True))
 """NAdamW: NAdam with ``u <- u + weight_decay p`` before the learning rate."""
 
