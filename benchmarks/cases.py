@@ -114,7 +114,8 @@ def sweep_layouts(total: int = 1 << 21) -> dict[str, Layout]:
 # -- optimizers ----------------------------------------------------------------------
 
 OPTIMIZERS = (
-    "sgd", "momentum", "sgd_wd", "adam", "adamw", "rmsprop", "adagrad", "chain", "adam_bf16",
+    "sgd", "momentum", "sgd_wd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "chain",
+    "adam_bf16",
 )  # fmt: skip
 QUICK_OPTIMIZERS = ("adam", "chain")
 QUICK_PLAN = {"flat64k": ("adam",), "leaves20": ("chain",)}
@@ -139,6 +140,7 @@ DESCRIPTIONS = {
     "adamw": "AdamW, weight decay 1e-2",
     "rmsprop": "RMSprop (optax: decay 0.9; torch: alpha 0.99)",
     "adagrad": "Adagrad, lr 1e-2",
+    "adadelta": "Adadelta, lr 1, rho 0.9, eps 1e-6",
     "chain": "clip_by_global_norm(1) + AdamW(wd 1e-2) + warmup-cosine schedule",
     "adam_bf16": "Adam with bfloat16 first and second moments (jopt only)",
 }
@@ -152,6 +154,7 @@ BYTES_PER_PARAM = {
     "adamw": 28,
     "rmsprop": 20,  # p, g, v read; p, v written
     "adagrad": 20,
+    "adadelta": 28,  # p, g, e_g, e_x read; p, e_g, e_x written
     "chain": 32,  # + one read of g for the global norm
     "adam_bf16": 20,  # m, v as 2 bytes each
 }
@@ -165,6 +168,7 @@ STATE_BYTES_PER_PARAM = {
     "adamw": 8,
     "rmsprop": 4,
     "adagrad": 4,
+    "adadelta": 8,
     "chain": 8,
     "adam_bf16": 4,
 }
@@ -177,7 +181,8 @@ FLOORS = ("floor", "torch-floor")
 of the two, in each case, sets the bandwidth of the floor."""
 ONLY_JOPT = {"adam_bf16"}
 TORCH_FUSED = {"sgd", "momentum", "sgd_wd", "adam", "adamw", "adagrad", "chain"}
-"""Optimizers that torch 2.13 implements with ``fused=True`` (RMSprop has no fused kernel)."""
+"""Optimizers that torch 2.13 implements with ``fused=True`` (RMSprop and Adadelta have no
+fused kernel)."""
 
 
 def supported(framework: str, optimizer: str) -> bool:
@@ -217,6 +222,8 @@ def jax_optimizer(lib: Any, name: str) -> Any:
         return lib.rmsprop(lr)
     if name == "adagrad":
         return lib.adagrad(1e-2)
+    if name == "adadelta":
+        return lib.adadelta(1.0, rho=0.9, eps=1e-6)
     if name == "chain":
         schedule = lib.warmup_cosine_decay_schedule(**schedule_args())
         return lib.chain(lib.clip_by_global_norm(1.0), lib.adamw(schedule, weight_decay=1e-2))

@@ -384,6 +384,8 @@ class TorchWorker:
             return torch.optim.RMSprop(params, lr=lr, **kind), None, None
         if name == "adagrad":
             return torch.optim.Adagrad(params, lr=1e-2, **kind), None, None
+        if name == "adadelta":
+            return torch.optim.Adadelta(params, lr=1.0, rho=0.9, eps=1e-6, **kind), None, None
         if name == "chain":
             import math
 
