@@ -288,10 +288,9 @@ def step(
     :func:`jopt.adadelta`, :func:`jopt.sgd` and :func:`jopt.torch.SGD` with momentum
     (or Nesterov), :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`,
     :func:`jopt.torch.Adadelta`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`
-    (their plain forms; also after
-    :func:`jopt.clip_by_global_norm` in a chain) run fused in-place kernels on CPU
-    float32 parameters (:mod:`jopt.kernels`: one call per 64 leaves, each leaf read
-    where it lies, no packing); under ``jit`` with
+    (their plain forms; also after :func:`jopt.clip_by_global_norm` in a chain) run
+    fused in-place kernels on CPU float32 parameters (:mod:`jopt.kernels`: one call
+    per 64 leaves, each leaf read where it lies, no packing); under ``jit`` with
     ``params`` and ``state`` donated, the step then reads and writes each parameter
     and state element once. Any transformation, jopt's or optax's, works.
 

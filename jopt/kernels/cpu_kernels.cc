@@ -613,8 +613,9 @@ using AmsGradWRawF32 = AmsGrad<Plain, true>;
 JOPT_STEP(jopt_amsgrad_raw_step_f32_f32_f32, AmsGradRawF32);
 JOPT_STEP(jopt_amsgradw_raw_step_f32_f32_f32, AmsGradWRawF32);
 
-// The torch door's rules with coupled weight decay (weight_decay in torch.optim's SGD,
-// Adam, RMSprop, Adagrad, Adadelta; optax's adadelta decays the same way): float32 state only, as the torch door keeps it.
+// The rules after weight decay added to the gradient (weight_decay in torch.optim's SGD,
+// Adam, RMSprop, Adagrad, Adadelta; optax's adadelta decays the same way): float32 state
+// only, as the torch door keeps it.
 using MomentumL2F32 = Momentum<L2, F32, false>;
 using NesterovL2F32 = Momentum<L2, F32, true>;
 using AdamL2F32F32 = Adam<L2, false, F32, F32>;
