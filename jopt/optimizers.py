@@ -639,13 +639,13 @@ def adadelta(
 
     def build(learning_rate: Any, rho: Any, eps: Any, weight_decay: Any) -> GradientTransformation:
         core = [scale_by_adadelta(rho, eps), scale_by_learning_rate(learning_rate)]
-        if no_decay:
-            return fuse(with_kernel_step(chain(*core), adadelta_plan(learning_rate, rho, eps)))
-        if weight_decay_mask is None:
+        if not no_decay and weight_decay_mask is None:  # the decay folds into the kernel
             plan = adadelta_plan(learning_rate, rho, eps, l2=weight_decay)
             return fuse(with_kernel_step(chain(add_decayed_weights(weight_decay), *core), plan))
-        plain = with_kernel_step(chain(*core), adadelta_plan(learning_rate, rho, eps))
-        return chain(add_decayed_weights(weight_decay, weight_decay_mask), fuse(plain))
+        plain = fuse(with_kernel_step(chain(*core), adadelta_plan(learning_rate, rho, eps)))
+        if no_decay:
+            return plain
+        return chain(add_decayed_weights(weight_decay, weight_decay_mask), plain)
 
     values: dict[str, Any] = dict(learning_rate=learning_rate, rho=rho, eps=eps)
     values, fixed = _weight_decay_values(values, weight_decay, no_decay)
