@@ -115,22 +115,25 @@ def sweep_layouts(total: int = 1 << 21) -> dict[str, Layout]:
 
 OPTIMIZERS = (
     "sgd", "momentum", "sgd_wd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "chain",
-    "adam_bf16",
+    "adam_bf16", "rmsprop_centered",
 )  # fmt: skip
 QUICK_OPTIMIZERS = ("adam", "chain")
 QUICK_PLAN = {"flat64k": ("adam",), "leaves20": ("chain",)}
+_DEFAULT_OPTIMIZERS = OPTIMIZERS[: OPTIMIZERS.index("adam_bf16") + 1]
+_MANY_LEAVES_OPTIMIZERS = OPTIMIZERS[: OPTIMIZERS.index("chain") + 1]
 DEFAULT_PLAN = {
-    "flat1m": OPTIMIZERS,
-    "flat16m": OPTIMIZERS,
+    "flat1m": _DEFAULT_OPTIMIZERS,
+    "flat16m": _DEFAULT_OPTIMIZERS,
     "flat256m": ("adam", "chain"),
-    "mlp": OPTIMIZERS,
-    "leaves1000": OPTIMIZERS[:-1],
-    "gpt": OPTIMIZERS[:-1],
+    "mlp": _DEFAULT_OPTIMIZERS,
+    "leaves1000": _MANY_LEAVES_OPTIMIZERS,
+    "gpt": _MANY_LEAVES_OPTIMIZERS,
 }
 """The optimizers a default run measures on each layout: all of them but where the size
-of the arrays (256M) would push a run past 15 minutes on 2 CPU cores, and without
-bfloat16 moments (which run XLA code either way) on the many-leaf trees. ``--all`` runs
-every optimizer on every layout."""
+of the arrays (256M) would push a run past 15 minutes on 2 CPU cores, without bfloat16
+moments (which run XLA code either way) on the many-leaf trees, and without centered
+RMSprop (``--optimizers rmsprop_centered`` measures it). ``--all`` runs every optimizer on
+every layout."""
 DESCRIPTIONS = {
     "sgd": "SGD, lr 1e-3",
     "momentum": "SGD with momentum 0.9",
@@ -139,6 +142,7 @@ DESCRIPTIONS = {
     "adam": "Adam, lr 1e-3",
     "adamw": "AdamW, weight decay 1e-2",
     "rmsprop": "RMSprop (optax: decay 0.9; torch: alpha 0.99)",
+    "rmsprop_centered": "centered RMSprop (optax: decay 0.9; torch: alpha 0.99)",
     "adagrad": "Adagrad, lr 1e-2",
     "adadelta": "Adadelta, lr 1, rho 0.9, eps 1e-6",
     "chain": "clip_by_global_norm(1) + AdamW(wd 1e-2) + warmup-cosine schedule",
@@ -153,6 +157,7 @@ BYTES_PER_PARAM = {
     "adam": 28,  # p, g, m, v read; p, m, v written
     "adamw": 28,
     "rmsprop": 20,  # p, g, v read; p, v written
+    "rmsprop_centered": 28,  # p, g, m, v read; p, m, v written
     "adagrad": 20,
     "adadelta": 28,  # p, g, e_g, e_x read; p, e_g, e_x written
     "chain": 32,  # + one read of g for the global norm
@@ -167,6 +172,7 @@ STATE_BYTES_PER_PARAM = {
     "adam": 8,
     "adamw": 8,
     "rmsprop": 4,
+    "rmsprop_centered": 8,
     "adagrad": 4,
     "adadelta": 8,
     "chain": 8,
@@ -220,6 +226,8 @@ def jax_optimizer(lib: Any, name: str) -> Any:
         return lib.adamw(lr, weight_decay=1e-2)
     if name == "rmsprop":
         return lib.rmsprop(lr)
+    if name == "rmsprop_centered":
+        return lib.rmsprop(lr, centered=True)
     if name == "adagrad":
         return lib.adagrad(1e-2)
     if name == "adadelta":

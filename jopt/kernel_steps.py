@@ -219,15 +219,16 @@ def rmsprop_plan(
     *,
     momentum: Any | None = None,
     nesterov: bool = False,
+    centered: bool = False,
     l2: Any | None = None,
     maximize: bool = False,
 ) -> PlanFn:
-    """RMSprop without centering or bias correction: ``chain(scale_by_rms,
-    scale_by_learning_rate)``; with ``momentum``, optax's ``chain(scale_by_rms,
-    scale_by_learning_rate, trace(momentum, nesterov))`` (eps inside the root) or
-    torch's ``chain(scale_by_rms, trace(momentum), scale_by_learning_rate)`` (eps
-    outside). The torch door's ``maximize`` and coupled weight decay ``l2`` may come
-    first (eps outside the root only).
+    """RMSprop without bias correction: ``chain(scale_by_rms, scale_by_learning_rate)``;
+    with ``momentum``, optax's ``chain(scale_by_rms, scale_by_learning_rate,
+    trace(momentum, nesterov))`` (eps inside the root) or torch's ``chain(scale_by_rms,
+    trace(momentum), scale_by_learning_rate)`` (eps outside). ``centered``:
+    ``scale_by_stddev`` in place of ``scale_by_rms``. The torch door's ``maximize`` and
+    coupled weight decay ``l2`` may come first (eps outside the root only).
 
     Example:
         >>> import jax.numpy as jnp
@@ -239,40 +240,60 @@ def rmsprop_plan(
         >>> state = (*state, jopt.trace(0.9).init(jnp.zeros(2)))
         >>> rmsprop_plan(0.1, 0.9, 1e-8, True, momentum=0.9)(state, None).kernel.states
         ('nu', 'trace')
+        >>> state = jopt.scale_by_stddev().init(jnp.zeros(2)), ()
+        >>> rmsprop_plan(0.1, 0.9, 1e-8, True, centered=True)(state, None).kernel.name
+        'rmsprop_centered'
     """
-    from jopt.transforms.adaptive import ScaleByRmsState
+    from jopt.transforms.adaptive import ScaleByRmsState, ScaleByStddevState
     from jopt.transforms.momentum import TraceState
 
-    if momentum is None:
-        kernel = rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE
-    elif eps_in_sqrt:
-        kernel = rules.RMSPROP_MOMENTUM_NESTEROV if nesterov else rules.RMSPROP_MOMENTUM
-    elif not nesterov:
-        kernel = rules.TORCH_RMSPROP_MOMENTUM
-    else:
-        raise ValueError("no RMSprop kernel has eps outside the root and Nesterov momentum")
+    kernel = _rmsprop_kernel(eps_in_sqrt, momentum is not None, nesterov, centered)
     kernel = _gradient_in(kernel, l2)
+    kind: type = ScaleByStddevState if centered else ScaleByRmsState
 
     def plan(state: OptState, grad_scale: jax.Array | None) -> Plan:
-        s, put = _locate(state, ScaleByRmsState, "rmsprop")
+        s, put = _locate(state, kind, "rmsprop")
         d, c = jtree.decay_pair(decay, jnp.float32)
         values = dict(d=d, c=c, eps=eps, neg_lr=-learning_rate)
-        trees = [s.nu]
+        trees = [s.mu, s.nu] if centered else [s.nu]
         if momentum is not None:
             values["momentum"], _ = jtree.decay_pair(momentum, jnp.float32)
             trees.append(_locate(state, TraceState, "rmsprop")[0].trace)
         coefs = kernel.pack(**_gradient_coefficients(grad_scale, l2, maximize), **values)
 
         def rebuild(new: list[Any]) -> OptState:
-            out = put(ScaleByRmsState(jtree.safe_increment(s.count), new[0]))
+            moments = len(trees) - (momentum is not None)
+            out = put(kind(jtree.safe_increment(s.count), *new[:moments]))
             if momentum is None:
                 return out
             t, put_trace = _locate(out, TraceState, "rmsprop")
-            return put_trace(TraceState(jtree.safe_increment(t.count), new[1]))
+            return put_trace(TraceState(jtree.safe_increment(t.count), new[-1]))
 
         return Plan(kernel, coefs, trees, rebuild)
 
     return plan
+
+
+def _rmsprop_kernel(
+    eps_in_sqrt: bool, momentum: bool, nesterov: bool, centered: bool
+) -> rules.StepKernel:
+    """The RMSprop rule for where eps sits, momentum (optax's with eps inside the
+    root, torch's outside) and centering."""
+    if not momentum:
+        if centered:
+            return rules.RMSPROP_CENTERED if eps_in_sqrt else rules.RMSPROP_CENTERED_EPS_OUTSIDE
+        return rules.RMSPROP if eps_in_sqrt else rules.RMSPROP_EPS_OUTSIDE
+    if eps_in_sqrt:
+        if centered:
+            return (
+                rules.RMSPROP_CENTERED_MOMENTUM_NESTEROV
+                if nesterov
+                else rules.RMSPROP_CENTERED_MOMENTUM
+            )
+        return rules.RMSPROP_MOMENTUM_NESTEROV if nesterov else rules.RMSPROP_MOMENTUM
+    if nesterov:
+        raise ValueError("no RMSprop kernel has eps outside the root and Nesterov momentum")
+    return rules.TORCH_RMSPROP_CENTERED_MOMENTUM if centered else rules.TORCH_RMSPROP_MOMENTUM
 
 
 def adagrad_plan(

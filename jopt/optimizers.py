@@ -476,9 +476,9 @@ def rmsprop(
         nesterov: Nesterov momentum (needs ``momentum``).
         bias_correction: debias the EMAs.
 
-    Stepped with :func:`jopt.step`, RMSprop without ``centered`` or ``bias_correction``
-    (with ``momentum`` only with ``eps_in_sqrt``) runs a fused in-place kernel on CPU
-    float32 parameters (:mod:`jopt.kernels`).
+    Stepped with :func:`jopt.step`, RMSprop without ``bias_correction``, centered or
+    not (with ``momentum`` only with ``eps_in_sqrt``), runs a fused in-place kernel on
+    CPU float32 parameters (:mod:`jopt.kernels`).
 
     Hyperparameters in the state: ``learning_rate``, ``decay``, ``eps``, ``momentum``
     (fixed: ``initial_scale``).
@@ -508,9 +508,15 @@ def rmsprop(
         if momentum is not None:
             steps.append(trace(momentum, nesterov))
         inner = chain(*steps)
-        if not centered and not bias_correction and (momentum is None or eps_in_sqrt):
+        if not bias_correction and (momentum is None or eps_in_sqrt):
             plan = rmsprop_plan(
-                learning_rate, decay, eps, eps_in_sqrt, momentum=momentum, nesterov=nesterov
+                learning_rate,
+                decay,
+                eps,
+                eps_in_sqrt,
+                momentum=momentum,
+                nesterov=nesterov,
+                centered=centered,
             )
             inner = with_kernel_step(inner, plan)
         return fuse(inner)

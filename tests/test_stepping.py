@@ -86,6 +86,19 @@ CHAINS = {
     "clip+torch.Adadelta_maximize+schedule": lambda: jopt.chain(
         jopt.clip_by_global_norm(1.0), jopt.torch.Adadelta(lr=SCHEDULE, maximize=True)
     ),
+    "rmsprop_centered_eps_outside": lambda: jopt.rmsprop(0.01, centered=True, eps_in_sqrt=False),
+    "clip+rmsprop_centered_nesterov+schedule": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0),
+        jopt.rmsprop(SCHEDULE, centered=True, momentum=0.8, nesterov=True),
+    ),
+    "torch.RMSprop_centered_l2_maximize": lambda: jopt.torch.RMSprop(
+        lr=0.01, alpha=0.9, centered=True, weight_decay=0.01, maximize=True
+    ),
+    # (behind a clip, torch's RMSprop drifts from float64 by ~3e-5 on rare elements,
+    # XLA's loop and the kernel alike: no clip here)
+    "torch.RMSprop_centered_momentum_l2+schedule": lambda: jopt.torch.RMSprop(
+        lr=SCHEDULE, centered=True, momentum=0.9, weight_decay=0.01
+    ),
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
         jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
@@ -153,6 +166,12 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "adadelta_plain": "adadelta",
     "adadelta_masked_decay": "adadelta",  # on the decayed gradients
     "clip+torch.Adadelta_maximize+schedule": "adadelta",
+    "rmsprop_centered_momentum": "rmsprop_centered_momentum",
+    "torch.RMSprop": "torch_rmsprop_centered_momentum",
+    "rmsprop_centered_eps_outside": "rmsprop_centered_eps_outside",
+    "clip+rmsprop_centered_nesterov+schedule": "rmsprop_centered_momentum_nesterov",
+    "torch.RMSprop_centered_l2_maximize": "rmsprop_centered_eps_outside_l2",
+    "torch.RMSprop_centered_momentum_l2+schedule": "torch_rmsprop_centered_momentum_l2",
 }
 
 
@@ -392,6 +411,23 @@ def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
             "RMSprop",
             dict(lr=0.001, momentum=0.5, weight_decay=0.05, maximize=True),
             "torch_rmsprop_momentum_l2_step_f32_f32",
+        ),
+        # centered: the variance v - m^2 under the root
+        ("RMSprop", dict(lr=0.001, centered=True), "rmsprop_centered_eps_outside_step_f32_f32"),
+        (
+            "RMSprop",
+            dict(lr=0.001, centered=True, alpha=0.9, weight_decay=0.05, maximize=True),
+            "rmsprop_centered_eps_outside_l2_step_f32_f32",
+        ),
+        (
+            "RMSprop",
+            dict(lr=0.001, centered=True, momentum=0.9),
+            "torch_rmsprop_centered_momentum_step_f32_f32_f32",
+        ),
+        (
+            "RMSprop",
+            dict(lr=0.001, centered=True, momentum=0.5, weight_decay=0.05),
+            "torch_rmsprop_centered_momentum_l2_step_f32_f32_f32",
         ),
     ],
 )

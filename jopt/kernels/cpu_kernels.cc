@@ -1,9 +1,9 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
-// steps (SGD with heavy-ball or Nesterov momentum, RMSprop with or without momentum,
-// Adagrad, Adam, AdamW, NAdam, NAdamW, AMSGrad) over
-// any number of float32 leaves, with state in float32 or (momentum, Adam, AdamW)
-// bfloat16, the torch door's coupled weight decay folded into the gradient, and a sum
-// of squares over any number of float32 leaves (the global norm a clip needs).
+// steps (SGD with heavy-ball or Nesterov momentum, RMSprop (centered or not) with or
+// without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, AMSGrad) over any
+// number of float32 leaves, with state in float32 or (momentum, Adam, AdamW, NAdam,
+// NAdamW) bfloat16, the torch door's coupled weight decay folded into the gradient, and
+// a sum of squares over any number of float32 leaves (the global norm a clip needs).
 //
 // They take the leaves where they lie, as separate buffers, so that a model of 1000
 // small leaves costs a few kernel calls instead of a copy into a packed buffer and
@@ -188,67 +188,91 @@ struct Momentum {
   }
 };
 
-// RMSprop (optax's scale_by_rms): v = fma(c, g'^2, d v); u = g' / sqrt(v + eps)
-// (kEpsInSqrt, optax's rsqrt) or g' / (sqrt(v) + eps); p = fma(u, -lr, p).
-template <typename In, bool kEpsInSqrt>
+// RMSprop's second moment and the value under the root. v = fma(c, g'^2, d v); with
+// kCentered (scale_by_stddev: centered RMSprop) also m = fma(c, g', d m) and the root
+// takes the variance fma(-m, m, v), where XLA contracts v - m^2. The state arrays are
+// m, v (kCentered) or v, then any others the rule keeps.
+template <bool kCentered>
+struct SecondMoment {
+  static constexpr int kStates = kCentered ? 2 : 1;
+  float d, c;
+  // Updates the state of element i, writes it out, and returns what goes under the root.
+  float operator()(const Leaf& L, int64_t i, float g) const {
+    const float* __restrict V = static_cast<const float*>(L.s[kStates - 1]);
+    float* __restrict VO = static_cast<float*>(L.s_out[kStates - 1]);
+    const float v = std::fma(c, g * g, d * V[i]);
+    VO[i] = v;
+    if (!kCentered) return v;
+    const float* __restrict M = static_cast<const float*>(L.s[0]);
+    float* __restrict MO = static_cast<float*>(L.s_out[0]);
+    const float m = std::fma(c, g, d * M[i]);
+    MO[i] = m;
+    return std::fma(-m, m, v);
+  }
+};
+
+// RMSprop (optax's scale_by_rms, or scale_by_stddev with kCentered): s the value under
+// the root (SecondMoment); u = g' / sqrt(s + eps) (kEpsInSqrt, optax's rsqrt) or
+// g' / (sqrt(s) + eps); p = fma(u, -lr, p).
+template <typename In, bool kEpsInSqrt, bool kCentered = false>
 struct RmsProp {
-  static constexpr int kStates = 1, kCoefs = In::kCoefs + 4;
-  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32};
+  using Second = SecondMoment<kCentered>;
+  static constexpr int kStates = Second::kStates, kCoefs = In::kCoefs + 4;
+  static constexpr ffi::DataType kStateTypes[2] = {ffi::DataType::F32, ffi::DataType::F32};
   In in;
-  float d, c, eps, neg_lr;
+  Second second;
+  float eps, neg_lr;
   explicit RmsProp(const float* k)
-      : in(k), d(k[In::kCoefs]), c(k[In::kCoefs + 1]), eps(k[In::kCoefs + 2]),
+      : in(k), second{k[In::kCoefs], k[In::kCoefs + 1]}, eps(k[In::kCoefs + 2]),
         neg_lr(k[In::kCoefs + 3]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
-    const float* __restrict V = static_cast<const float*>(L.s[0]);
     float* __restrict PO = L.p_out;
-    float* __restrict VO = static_cast<float*>(L.s_out[0]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
       const float gi = in(G, P, i);
-      const float vi = std::fma(c, gi * gi, d * V[i]);
-      const float u = kEpsInSqrt ? (1.0f / std::sqrt(vi + eps)) * gi : gi / (std::sqrt(vi) + eps);
-      VO[i] = vi;
+      const float si = second(L, i, gi);
+      const float u = kEpsInSqrt ? (1.0f / std::sqrt(si + eps)) * gi : gi / (std::sqrt(si) + eps);
       PO[i] = std::fma(u, neg_lr, P[i]);
     }
   }
 };
 
-// RMSprop with momentum b (a second state, optax's trace). kLrInside (optax's rmsprop,
-// eps inside the root): u = -lr g' / sqrt(v + eps), b = fma(mu, b, u), p = p + b, or
+// RMSprop with momentum b (the last state, optax's trace). kLrInside (optax's rmsprop,
+// eps inside the root): u = -lr g' / sqrt(s + eps), b = fma(mu, b, u), p = p + b, or
 // with kNesterov p = p + fma(mu, b, u). Otherwise (torch's RMSprop, eps outside):
-// b = fma(mu, b, g' / (sqrt(v) + eps)), p = fma(b, -lr, p). v as in RmsProp.
-template <typename In, bool kLrInside, bool kNesterov>
+// b = fma(mu, b, g' / (sqrt(s) + eps)), p = fma(b, -lr, p). s as in RmsProp.
+template <typename In, bool kLrInside, bool kNesterov, bool kCentered = false>
 struct RmsPropMomentum {
-  static constexpr int kStates = 2, kCoefs = In::kCoefs + 5;
-  static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32, ffi::DataType::F32};
+  using Second = SecondMoment<kCentered>;
+  static constexpr int kStates = Second::kStates + 1, kCoefs = In::kCoefs + 5;
+  static constexpr ffi::DataType kStateTypes[3] = {ffi::DataType::F32, ffi::DataType::F32,
+                                                   ffi::DataType::F32};
   In in;
-  float d, c, eps, mu, neg_lr;
+  Second second;
+  float eps, mu, neg_lr;
   explicit RmsPropMomentum(const float* k)
-      : in(k), d(k[In::kCoefs]), c(k[In::kCoefs + 1]), eps(k[In::kCoefs + 2]),
+      : in(k), second{k[In::kCoefs], k[In::kCoefs + 1]}, eps(k[In::kCoefs + 2]),
         mu(k[In::kCoefs + 3]), neg_lr(k[In::kCoefs + 4]) {}
   void operator()(const Leaf& L, int64_t a, int64_t b) const {
+    constexpr int kTrace = Second::kStates;
     const float* __restrict P = L.p;
     const float* __restrict G = L.g;
-    const float* __restrict V = static_cast<const float*>(L.s[0]);
-    const float* __restrict B = static_cast<const float*>(L.s[1]);
+    const float* __restrict B = static_cast<const float*>(L.s[kTrace]);
     float* __restrict PO = L.p_out;
-    float* __restrict VO = static_cast<float*>(L.s_out[0]);
-    float* __restrict BO = static_cast<float*>(L.s_out[1]);
+    float* __restrict BO = static_cast<float*>(L.s_out[kTrace]);
 #pragma GCC ivdep
     for (int64_t i = a; i < b; ++i) {
       const float gi = in(G, P, i);
-      const float vi = std::fma(c, gi * gi, d * V[i]);
-      VO[i] = vi;
+      const float si = second(L, i, gi);
       if (kLrInside) {
-        const float u = ((1.0f / std::sqrt(vi + eps)) * gi) * neg_lr;
+        const float u = ((1.0f / std::sqrt(si + eps)) * gi) * neg_lr;
         const float bi = std::fma(mu, B[i], u);
         BO[i] = bi;
         PO[i] = P[i] + (kNesterov ? std::fma(mu, bi, u) : bi);
       } else {
-        const float bi = std::fma(mu, B[i], gi / (std::sqrt(vi) + eps));
+        const float bi = std::fma(mu, B[i], gi / (std::sqrt(si) + eps));
         BO[i] = bi;
         PO[i] = std::fma(bi, neg_lr, P[i]);
       }
@@ -574,6 +598,11 @@ using RmsPropEpsOutsideF32 = RmsProp<Plain, false>;
 using RmsPropMomentumF32 = RmsPropMomentum<Plain, true, false>;
 using RmsPropMomentumNesterovF32 = RmsPropMomentum<Plain, true, true>;
 using TorchRmsPropMomentumF32 = RmsPropMomentum<Plain, false, false>;
+using RmsPropCenteredF32F32 = RmsProp<Plain, true, true>;
+using RmsPropCenteredEpsOutsideF32F32 = RmsProp<Plain, false, true>;
+using RmsPropCenteredMomentumF32 = RmsPropMomentum<Plain, true, false, true>;
+using RmsPropCenteredMomentumNesterovF32 = RmsPropMomentum<Plain, true, true, true>;
+using TorchRmsPropCenteredMomentumF32 = RmsPropMomentum<Plain, false, false, true>;
 using AdagradF32 = Adagrad<Plain, true>;
 using AdagradEpsOutsideF32 = Adagrad<Plain, false>;
 using AdadeltaF32F32 = Adadelta<Plain>;
@@ -587,6 +616,12 @@ JOPT_STEP(jopt_rmsprop_eps_outside_step_f32, RmsPropEpsOutsideF32);
 JOPT_STEP(jopt_rmsprop_momentum_step_f32_f32, RmsPropMomentumF32);
 JOPT_STEP(jopt_rmsprop_momentum_nesterov_step_f32_f32, RmsPropMomentumNesterovF32);
 JOPT_STEP(jopt_torch_rmsprop_momentum_step_f32_f32, TorchRmsPropMomentumF32);
+JOPT_STEP(jopt_rmsprop_centered_step_f32_f32, RmsPropCenteredF32F32);
+JOPT_STEP(jopt_rmsprop_centered_eps_outside_step_f32_f32, RmsPropCenteredEpsOutsideF32F32);
+JOPT_STEP(jopt_rmsprop_centered_momentum_step_f32_f32_f32, RmsPropCenteredMomentumF32);
+JOPT_STEP(jopt_rmsprop_centered_momentum_nesterov_step_f32_f32_f32,
+          RmsPropCenteredMomentumNesterovF32);
+JOPT_STEP(jopt_torch_rmsprop_centered_momentum_step_f32_f32_f32, TorchRmsPropCenteredMomentumF32);
 JOPT_STEP(jopt_adagrad_step_f32, AdagradF32);
 JOPT_STEP(jopt_adagrad_eps_outside_step_f32, AdagradEpsOutsideF32);
 JOPT_STEP(jopt_adadelta_step_f32_f32, AdadeltaF32F32);
@@ -623,6 +658,8 @@ using RmsPropEpsOutsideL2F32 = RmsProp<L2, false>;
 using AdagradEpsOutsideL2F32 = Adagrad<L2, false>;
 using AdadeltaL2F32F32 = Adadelta<L2>;
 using TorchRmsPropMomentumL2F32 = RmsPropMomentum<L2, false, false>;
+using RmsPropCenteredEpsOutsideL2F32F32 = RmsProp<L2, false, true>;
+using TorchRmsPropCenteredMomentumL2F32 = RmsPropMomentum<L2, false, false, true>;
 
 JOPT_STEP(jopt_momentum_l2_step_f32, MomentumL2F32);
 JOPT_STEP(jopt_momentum_nesterov_l2_step_f32, NesterovL2F32);
@@ -630,6 +667,9 @@ JOPT_STEP(jopt_rmsprop_eps_outside_l2_step_f32, RmsPropEpsOutsideL2F32);
 JOPT_STEP(jopt_adagrad_eps_outside_l2_step_f32, AdagradEpsOutsideL2F32);
 JOPT_STEP(jopt_adadelta_l2_step_f32_f32, AdadeltaL2F32F32);
 JOPT_STEP(jopt_torch_rmsprop_momentum_l2_step_f32_f32, TorchRmsPropMomentumL2F32);
+JOPT_STEP(jopt_rmsprop_centered_eps_outside_l2_step_f32_f32, RmsPropCenteredEpsOutsideL2F32F32);
+JOPT_STEP(jopt_torch_rmsprop_centered_momentum_l2_step_f32_f32_f32,
+          TorchRmsPropCenteredMomentumL2F32);
 JOPT_STEP(jopt_adam_l2_step_f32_f32, AdamL2F32F32);
 using AmsGradRawL2F32 = AmsGrad<L2, false>;
 JOPT_STEP(jopt_amsgrad_raw_l2_step_f32_f32_f32, AmsGradRawL2F32);

@@ -55,10 +55,17 @@ __all__ = [
     "NADAM",
     "NADAMW",
     "RMSPROP",
+    "RMSPROP_CENTERED",
+    "RMSPROP_CENTERED_EPS_OUTSIDE",
+    "RMSPROP_CENTERED_EPS_OUTSIDE_L2",
+    "RMSPROP_CENTERED_MOMENTUM",
+    "RMSPROP_CENTERED_MOMENTUM_NESTEROV",
     "RMSPROP_EPS_OUTSIDE",
     "RMSPROP_EPS_OUTSIDE_L2",
     "RMSPROP_MOMENTUM",
     "RMSPROP_MOMENTUM_NESTEROV",
+    "TORCH_RMSPROP_CENTERED_MOMENTUM",
+    "TORCH_RMSPROP_CENTERED_MOMENTUM_L2",
     "TORCH_RMSPROP_MOMENTUM",
     "TORCH_RMSPROP_MOMENTUM_L2",
     "Rule",
@@ -207,28 +214,43 @@ def _momentum(nesterov: bool) -> Rule:
     return rule
 
 
-def _rmsprop(eps_in_sqrt: bool) -> Rule:
-    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+def _second_moment(g: Any, s: tuple, c: dict, centered: bool) -> tuple[Any, tuple]:
+    """RMSprop's new state (``(v,)``, or ``(m, v)`` centered) and the value under its
+    root (``v``, or the variance ``v - m^2``)."""
+    if not centered:
         v = c["c"] * (g * g) + c["d"] * s[0]
-        u = jax.lax.rsqrt(v + c["eps"]) * g if eps_in_sqrt else g / (jnp.sqrt(v) + c["eps"])
-        return p + u * c["neg_lr"], (v,)
+        return v, (v,)
+    m = c["c"] * g + c["d"] * s[0]
+    v = c["c"] * (g * g) + c["d"] * s[1]
+    return v - m * m, (m, v)
+
+
+def _rmsprop(eps_in_sqrt: bool, centered: bool = False) -> Rule:
+    def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+        second, new = _second_moment(g, s, c, centered)
+        if eps_in_sqrt:
+            u = jax.lax.rsqrt(second + c["eps"]) * g
+        else:
+            u = g / (jnp.sqrt(second) + c["eps"])
+        return p + u * c["neg_lr"], new
 
     return rule
 
 
-def _rmsprop_momentum(lr_inside: bool, nesterov: bool = False) -> Rule:
-    """RMSprop, then a momentum buffer: optax's order (``scale_by_rms``,
-    ``scale_by_learning_rate``, ``trace``; eps inside the root) with ``lr_inside``,
-    torch's (``scale_by_rms`` with eps outside, ``trace``, the learning rate) without."""
+def _rmsprop_momentum(lr_inside: bool, nesterov: bool = False, centered: bool = False) -> Rule:
+    """RMSprop, then a momentum buffer (the last state): optax's order (``scale_by_rms``
+    or ``scale_by_stddev``, ``scale_by_learning_rate``, ``trace``; eps inside the root)
+    with ``lr_inside``, torch's (eps outside the root, ``trace``, the learning rate)
+    without."""
 
     def rule(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
-        v = c["c"] * (g * g) + c["d"] * s[0]
+        second, new = _second_moment(g, s, c, centered)
         if lr_inside:
-            u = (jax.lax.rsqrt(v + c["eps"]) * g) * c["neg_lr"]
-            b = c["momentum"] * s[1] + u
-            return p + (u + c["momentum"] * b if nesterov else b), (v, b)
-        b = c["momentum"] * s[1] + g / (jnp.sqrt(v) + c["eps"])
-        return p + b * c["neg_lr"], (v, b)
+            u = (jax.lax.rsqrt(second + c["eps"]) * g) * c["neg_lr"]
+            b = c["momentum"] * s[-1] + u
+            return p + (u + c["momentum"] * b if nesterov else b), (*new, b)
+        b = c["momentum"] * s[-1] + g / (jnp.sqrt(second) + c["eps"])
+        return p + b * c["neg_lr"], (*new, b)
 
     return rule
 
@@ -330,6 +352,38 @@ TORCH_RMSPROP_MOMENTUM = RMSPROP_MOMENTUM._replace(
 """torch's RMSprop with momentum (eps outside the root, the learning rate after the
 buffer): ``b <- momentum b + g / (sqrt(v) + eps);  p <- p + neg_lr b``:
 :func:`jopt.torch.RMSprop` with ``momentum``."""
+RMSPROP_CENTERED = StepKernel(
+    "rmsprop_centered",
+    ("mu", "nu"),
+    RMSPROP.coefficients,
+    _rmsprop(eps_in_sqrt=True, centered=True),
+)
+"""Centered RMSprop: ``m <- c g + d m;  v <- c g^2 + d v;  p <- p + neg_lr g / sqrt(v - m^2 +
+eps)``: :func:`jopt.rmsprop` with ``centered=True``."""
+RMSPROP_CENTERED_EPS_OUTSIDE = RMSPROP_CENTERED._replace(
+    name="rmsprop_centered_eps_outside", rule=_rmsprop(eps_in_sqrt=False, centered=True)
+)
+"""Centered RMSprop with ``g / (sqrt(v - m^2) + eps)``: :func:`jopt.torch.RMSprop` with
+``centered=True``."""
+RMSPROP_CENTERED_MOMENTUM = StepKernel(
+    "rmsprop_centered_momentum",
+    ("mu", "nu", "trace"),
+    _RMSPROP_MOMENTUM_COEFFICIENTS,
+    _rmsprop_momentum(lr_inside=True, centered=True),
+)
+"""optax's centered RMSprop with momentum: :data:`RMSPROP_MOMENTUM` with the variance
+``v - m^2`` under the root."""
+RMSPROP_CENTERED_MOMENTUM_NESTEROV = RMSPROP_CENTERED_MOMENTUM._replace(
+    name="rmsprop_centered_momentum_nesterov",
+    rule=_rmsprop_momentum(lr_inside=True, nesterov=True, centered=True),
+)
+"""The same with Nesterov momentum."""
+TORCH_RMSPROP_CENTERED_MOMENTUM = RMSPROP_CENTERED_MOMENTUM._replace(
+    name="torch_rmsprop_centered_momentum",
+    rule=_rmsprop_momentum(lr_inside=False, centered=True),
+)
+"""torch's centered RMSprop with momentum: :data:`TORCH_RMSPROP_MOMENTUM` with the
+variance ``v - m^2`` under the root."""
 ADAGRAD = StepKernel(
     "adagrad", ("sum_of_squares",), ("grad_scale", "eps", "neg_lr"), _adagrad(eps_in_sqrt=True)
 )
@@ -374,6 +428,10 @@ RMSPROP_EPS_OUTSIDE_L2 = RMSPROP_EPS_OUTSIDE.with_l2()
 """RMSprop (eps outside the root) after coupled weight decay: :func:`jopt.torch.RMSprop`."""
 TORCH_RMSPROP_MOMENTUM_L2 = TORCH_RMSPROP_MOMENTUM.with_l2()
 """torch's RMSprop with momentum after coupled weight decay."""
+RMSPROP_CENTERED_EPS_OUTSIDE_L2 = RMSPROP_CENTERED_EPS_OUTSIDE.with_l2()
+"""Centered RMSprop (eps outside the root) after coupled weight decay."""
+TORCH_RMSPROP_CENTERED_MOMENTUM_L2 = TORCH_RMSPROP_CENTERED_MOMENTUM.with_l2()
+"""torch's centered RMSprop with momentum after coupled weight decay."""
 ADAGRAD_EPS_OUTSIDE_L2 = ADAGRAD_EPS_OUTSIDE.with_l2()
 """Adagrad (eps outside the root) after coupled weight decay: :func:`jopt.torch.Adagrad`."""
 ADADELTA_L2 = ADADELTA.with_l2()
@@ -393,6 +451,11 @@ KERNELS = (
     RMSPROP_MOMENTUM,
     RMSPROP_MOMENTUM_NESTEROV,
     TORCH_RMSPROP_MOMENTUM,
+    RMSPROP_CENTERED,
+    RMSPROP_CENTERED_EPS_OUTSIDE,
+    RMSPROP_CENTERED_MOMENTUM,
+    RMSPROP_CENTERED_MOMENTUM_NESTEROV,
+    TORCH_RMSPROP_CENTERED_MOMENTUM,
     ADAGRAD,
     ADAGRAD_EPS_OUTSIDE,
     ADADELTA,
@@ -406,6 +469,8 @@ KERNELS = (
     MOMENTUM_NESTEROV_L2,
     RMSPROP_EPS_OUTSIDE_L2,
     TORCH_RMSPROP_MOMENTUM_L2,
+    RMSPROP_CENTERED_EPS_OUTSIDE_L2,
+    TORCH_RMSPROP_CENTERED_MOMENTUM_L2,
     ADAGRAD_EPS_OUTSIDE_L2,
     ADADELTA_L2,
     ADAM_L2,

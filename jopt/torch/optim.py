@@ -387,8 +387,8 @@ def RMSprop(
     Hyperparameters in the state: ``lr``, ``alpha``, ``eps``, ``weight_decay``, ``momentum``.
 
     Stepped with :func:`jopt.step`, float32 parameters on the CPU run a fused in-place
-    kernel (:mod:`jopt.kernels`), ``weight_decay``, ``maximize`` and ``momentum``
-    included, unless ``centered`` is set.
+    kernel (:mod:`jopt.kernels`), ``centered``, ``weight_decay``, ``maximize`` and
+    ``momentum`` included.
 
     References:
         Hinton, lecture 6e, 2012; Graves, 2013; ``torch.optim.RMSprop``.
@@ -405,17 +405,16 @@ def RMSprop(
 
     def build(lr: Any, alpha: Any, eps: Any, weight_decay: Any, momentum: Any):
         block = scale_by_stddev if centered else scale_by_rms
-        plan = None
-        if not centered:
-            plan = rmsprop_plan(
-                lr,
-                alpha,
-                eps,
-                eps_in_sqrt=False,
-                momentum=momentum if has_momentum else None,
-                l2=weight_decay if has_decay else None,
-                maximize=maximize,
-            )
+        plan = rmsprop_plan(
+            lr,
+            alpha,
+            eps,
+            eps_in_sqrt=False,
+            momentum=momentum if has_momentum else None,
+            centered=centered,
+            l2=weight_decay if has_decay else None,
+            maximize=maximize,
+        )
         return _recipe(
             maximize,
             add_decayed_weights(weight_decay) if has_decay else None,

@@ -236,6 +236,11 @@ def _states(
     kernel: rules.StepKernel, mu: list[jax.Array], nu: list[jax.Array], storage: tuple[str, ...]
 ) -> list[Any]:
     # first moments and momenta may be negative; squares are not
+    if "centered" in kernel.name:
+        # The mean and mean square of the same gradients: the variance v - m^2 is at
+        # least 1, so a rounding of m or v moves it by a few ulps of v at most (its
+        # cancellation is test_centered_rmsprop_is_as_accurate_as_xla's subject).
+        nu = [m * m + 1 + v for m, v in zip(mu, nu, strict=True)]
     trees = [mu if name in ("mu", "trace") else nu for name in kernel.states]
     return [[x.astype(d) for x in tree] for tree, d in zip(trees, storage, strict=True)]
 
@@ -300,6 +305,55 @@ def test_a_state_the_kernel_does_not_keep_runs_the_twin() -> None:
         assert got[1][0][0].dtype == states[0][0].dtype
         want = jax.jit(lambda p, g, s: _twin(kernel, p, g, s, c, slots))(params, grads, states)
         _assert_close(got, want)
+
+
+CENTERED = [k for k in rules.KERNELS if "centered" in k.name]
+
+
+def _centered_exact(kernel: rules.StepKernel, g: Any, m: Any, v: Any, c: dict) -> Any:
+    """Centered RMSprop's new parameters from p = 0 and a zero momentum buffer, in
+    float64 (an oracle written apart from the rules), and the conditioning of its
+    root: ``v / (v - m^2)`` of the new moments."""
+    g = g * c["grad_scale"]
+    m, v = c["c"] * g + c["d"] * m, c["c"] * g * g + c["d"] * v
+    var = v - m * m
+    lr, eps = -c["neg_lr"], c["eps"]
+    if kernel.name.startswith("torch") or "eps_outside" in kernel.name:
+        u = -lr * g / (np.sqrt(var) + eps)
+    else:
+        u = -lr * g / np.sqrt(var + eps)
+    if kernel.name.endswith("nesterov"):  # p + u + momentum b, with b = u
+        u = u + c["momentum"] * u
+    return u, v / var
+
+
+@pytest.mark.parametrize("kernel", CENTERED, ids=lambda k: k.name)
+def test_centered_rmsprop_is_as_accurate_as_xla(kernel: rules.StepKernel) -> None:
+    """Where the variance v - m^2 cancels (down to 1e-5 of v), an ulp of m or v moves
+    it by up to cond = v / (v - m^2) ulps, and no float32 evaluation does better. The
+    kernel and its XLA twin are each within 8 cond ulps of the float64 exact step; a
+    kernel that took the raw v, or the old m, misses by orders of magnitude."""
+    n = 3 * MIN_KERNEL_SIZE
+    keys = jax.random.split(jax.random.key(7), 3)
+    g = np.asarray(jax.random.normal(keys[0], (n,)), np.float64)
+    m = np.asarray(jax.random.normal(keys[1], (n,)), np.float64)
+    spread = np.asarray(jax.random.uniform(keys[2], (n,), minval=-5.0, maxval=0.0), np.float64)
+    v = (m * m * (1 + 10.0**spread)).astype(np.float32).astype(np.float64)
+    values = {**_coefficient_values(kernel), "eps": 1e-12, "neg_lr": -1.0}
+    coefs = kernel.pack(**values)
+    exact_c = {k: float(x) for k, x in zip(kernel.coefficients, np.asarray(coefs), strict=True)}
+    want, cond = _centered_exact(kernel, g, m, v, exact_c)
+    assert cond.max() > 1e4  # the data do cancel
+    f32 = [jnp.asarray(x, jnp.float32) for x in (g, m, v)]
+    states = [[f32[1]], [f32[2]], [jnp.zeros(n)]][: len(kernel.states)]
+    p = jnp.zeros(n)
+    fn = jax.jit(lambda p, g, s: step_many(kernel, [p], [g], s, coefs)[0][0])
+    target = kernel.target(*("float32",) * len(kernel.states))
+    assert f"@{target}(" in fn.lower(p, f32[0], states).as_text()
+    twin = jax.jit(lambda p, g, s: kernel.reference(p, g, tuple(x[0] for x in s), coefs)[0])
+    for got in (fn(p, f32[0], states), twin(p, f32[0], states)):
+        error = np.abs(np.asarray(got, np.float64) - want) / (np.abs(want) * (1 + cond))
+        assert error.max() < 8 * 2.0**-24, f"{error.max() / 2.0**-24:.1f} cond ulps"
 
 
 @pytest.mark.parametrize("kernel", [rules.AMSGRAD_RAW, rules.AMSGRADW_RAW], ids=lambda k: k.name)
