@@ -61,6 +61,7 @@ from jopt.optimizers import adadelta as adadelta
 from jopt.optimizers import adagrad as adagrad
 from jopt.optimizers import adam as adam
 from jopt.optimizers import adamw as adamw
+from jopt.optimizers import amsgrad as amsgrad
 from jopt.optimizers import nadam as nadam
 from jopt.optimizers import nadamw as nadamw
 from jopt.optimizers import rmsprop as rmsprop

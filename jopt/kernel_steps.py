@@ -397,13 +397,15 @@ def adam_plan(
     maximize: bool = False,
     nesterov: bool = False,
     amsgrad: bool = False,
+    max_before_bias_correction: bool = True,
 ) -> PlanFn:
     """Adam (``weight_decay=None``) or AdamW:
     ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``, with
     ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's) and ``nesterov``
     (NAdam, NAdamW); Adam may come after the torch door's ``maximize`` and coupled
-    weight decay ``l2``. ``amsgrad``: torch's AMSGrad instead of ``scale_by_adam``
-    (``scale_by_amsgrad`` with ``max_before_bias_correction=True``).
+    weight decay ``l2``. ``amsgrad``: ``scale_by_amsgrad`` instead of ``scale_by_adam``,
+    torch's form by default (``max_before_bias_correction``), optax's without it (no
+    weight decay: that is :func:`jopt.amsgrad`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -419,9 +421,14 @@ def adam_plan(
         raise ValueError("adam_plan: weight_decay (decoupled) and l2 (coupled) exclude each other")
     if nesterov and amsgrad:
         raise ValueError("adam_plan: no kernel has both nesterov and amsgrad")
+    optax_amsgrad = amsgrad and not max_before_bias_correction
+    if optax_amsgrad and (weight_decay is not None or l2 is not None or precise_bias_correction):
+        raise ValueError("adam_plan: optax's AMSGrad kernel has no weight decay or torch options")
     kind: type = ScaleByAmsgradState if amsgrad else ScaleByAdamState
     if nesterov:
         kernel = rules.NADAM if weight_decay is None else rules.NADAMW
+    elif optax_amsgrad:
+        kernel = rules.AMSGRAD
     elif amsgrad:
         kernel = rules.AMSGRAD_RAW if weight_decay is None else rules.AMSGRADW_RAW
     else:

@@ -30,6 +30,7 @@ from jopt.kernels import rules
 from jopt.transforms.adaptive import (
     scale_by_adadelta,
     scale_by_adam,
+    scale_by_amsgrad,
     scale_by_rms,
     scale_by_rss,
     scale_by_stddev,
@@ -38,7 +39,17 @@ from jopt.transforms.momentum import _check_nesterov, trace
 from jopt.transforms.scaling import scale_by_learning_rate
 from jopt.transforms.weight_decay import add_decayed_weights
 
-__all__ = ["adadelta", "adagrad", "adam", "adamw", "nadam", "nadamw", "rmsprop", "sgd"]
+__all__ = [
+    "adadelta",
+    "adagrad",
+    "adam",
+    "adamw",
+    "amsgrad",
+    "nadam",
+    "nadamw",
+    "rmsprop",
+    "sgd",
+]
 
 Mask = Any | Callable[[Params], Any]
 
@@ -179,17 +190,36 @@ def _adam(
     mu_dtype: Any | None,
     *,
     nesterov: bool,
-    nu_dtype: Any | None,
+    nu_dtype: Any | None = None,
+    amsgrad: bool = False,
 ) -> GradientTransformation:
-    plain = keeps(rules.NADAM if nesterov else rules.ADAM, mu_dtype, nu_dtype)
+    """Adam, NAdam (``nesterov``) or optax's AMSGrad (``amsgrad``), fused, with its
+    hyperparameters in the state and a kernel step where the kernel keeps its state."""
+    if amsgrad:
+        plain = keeps(rules.AMSGRAD, mu_dtype, nu_dtype, nu_dtype)
+    else:
+        plain = keeps(rules.NADAM if nesterov else rules.ADAM, mu_dtype, nu_dtype)
 
     def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any):
-        moments = scale_by_adam(
-            b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
-        )
+        if amsgrad:
+            moments = scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype)
+        else:
+            moments = scale_by_adam(
+                b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
+            )
         inner = chain(moments, scale_by_learning_rate(learning_rate))
         if plain:
-            plan = adam_plan(b1, b2, eps, eps_root, learning_rate, None, nesterov=nesterov)
+            plan = adam_plan(
+                b1,
+                b2,
+                eps,
+                eps_root,
+                learning_rate,
+                None,
+                nesterov=nesterov,
+                amsgrad=amsgrad,
+                max_before_bias_correction=False,
+            )
             inner = with_kernel_step(inner, plan)
         return fuse(inner)
 
@@ -213,6 +243,61 @@ _ADAM_BOUNDS = {
     "eps_root": NONNEGATIVE,
     "weight_decay": NONNEGATIVE,
 }
+
+
+def amsgrad(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any | None = None,
+) -> GradientTransformation:
+    """AMSGrad: Adam whose bias-corrected second moment never decreases.
+
+    Update rule (``t`` from 1)::
+
+        m_t = b1 m_{t-1} + (1 - b1) g_t,   v_t = b2 v_{t-1} + (1 - b2) g_t^2
+        n_t = max(n_{t-1}, v_t / (1 - b2^t))                              (n_0 = 0)
+        u_t = -lr_t * (m_t / (1 - b1^t)) / (sqrt(n_t + eps_root) + eps)
+
+    optax's form: the maximum is taken after bias correction; torch's
+    ``Adam(amsgrad=True)`` (:func:`jopt.torch.Adam`) takes it before. Stepped with
+    :func:`jopt.step`, float32 parameters (and state) on the CPU run a fused in-place
+    kernel (:mod:`jopt.kernels`).
+
+    Args:
+        learning_rate: a float or a schedule.
+        b1: decay of the first moment, in [0, 1).
+        b2: decay of the second moment, in [0, 1).
+        eps: added outside the square root.
+        eps_root: added inside the square root.
+        mu_dtype: dtype of the first moment (default: the params').
+
+    Hyperparameters in the state: ``learning_rate``, ``b1``, ``b2``, ``eps``, ``eps_root``.
+
+    References:
+        Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018;
+        optax ``amsgrad``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import jopt
+        >>> loss = lambda w: jnp.sum((w - 3.0) ** 2)
+        >>> tx = jopt.amsgrad(0.1)
+        >>> w = jnp.zeros(1)
+        >>> state = tx.init(w)
+        >>> for _ in range(3):
+        ...     updates, state = tx.update(jax.grad(loss)(w), state, w)
+        ...     w = jopt.apply_updates(w, updates)
+        ...     print(w)
+        [0.09999934]
+        [0.1982443]
+        [0.2946982]
+    """
+    return _adam(
+        "amsgrad", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov=False, amsgrad=True
+    )
 
 
 def adamw(

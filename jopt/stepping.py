@@ -283,16 +283,16 @@ def step(
 
     Update rule: ``u, s <- tx.update(g, s, p);  p <- p + u``, returned as ``(p, s)``.
     The result equals that pair of calls (to rounding: a fused kernel may round
-    differently from XLA's loop in the last bit). :func:`jopt.adam`,
-    :func:`jopt.adamw`, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
-    :func:`jopt.adadelta`, :func:`jopt.sgd` and :func:`jopt.torch.SGD` with momentum
-    (or Nesterov), :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`,
+    differently from XLA's loop in the last bit). :func:`jopt.adam`, :func:`jopt.adamw`,
+    :func:`jopt.amsgrad`, :func:`jopt.rmsprop`, :func:`jopt.adagrad`,
+    :func:`jopt.adadelta`, :func:`jopt.sgd` and :func:`jopt.torch.SGD` with momentum (or
+    Nesterov), :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`,
     :func:`jopt.torch.Adadelta`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`
     (their plain forms; also after :func:`jopt.clip_by_global_norm` in a chain) run
-    fused in-place kernels on CPU float32 parameters (:mod:`jopt.kernels`: one call
-    per 64 leaves, each leaf read where it lies, no packing); under ``jit`` with
-    ``params`` and ``state`` donated, the step then reads and writes each parameter
-    and state element once. Any transformation, jopt's or optax's, works.
+    fused in-place kernels on CPU float32 parameters (:mod:`jopt.kernels`: one call per
+    64 leaves, each leaf read where it lies, no packing); under ``jit`` with ``params``
+    and ``state`` donated, the step then reads and writes each parameter and state
+    element once. Any transformation, jopt's or optax's, works.
 
     The kernel pays where the optimizer step dominates; in a whole training step on a
     2-core CPU it has not been shown to beat ``update`` + ``apply_updates`` (see the

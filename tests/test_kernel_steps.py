@@ -47,6 +47,12 @@ def test_an_amsgrad_plan_carries_the_three_states_and_rebuilds_their_state() -> 
         adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True)(
             (jopt.scale_by_adam().init(jnp.zeros(2)), ()), None
         )
+    optax_form = adam_plan(
+        0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True, max_before_bias_correction=False
+    )
+    assert optax_form(state, None).kernel.name == "amsgrad"
+    with pytest.raises(ValueError, match="optax's AMSGrad kernel has no weight decay"):
+        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, amsgrad=True, max_before_bias_correction=False)
 
 
 def test_an_adagrad_plan_with_a_learning_rate_factor_steps_by_the_product() -> None:

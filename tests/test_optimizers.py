@@ -51,6 +51,11 @@ CASES = {
         dict(nesterov=True, b1=0.85, lr=0.01),
         dict(schedule=True, weight_decay=0.05),
     ],
+    "amsgrad": [
+        dict(),
+        dict(b1=0.8, b2=0.99, eps=1e-6),
+        dict(eps_root=1e-8, schedule=True),
+    ],
     "nadam": [
         dict(),
         # NAdam's look-ahead step makes these problems more sensitive: a smaller lr
@@ -90,6 +95,7 @@ LEARNING_RATES = {
     "sgd": 0.01,
     "adam": 0.02,
     "adamw": 0.02,
+    "amsgrad": 0.02,
     "nadam": 0.02,
     "nadamw": 0.02,
     "rmsprop": 0.001,

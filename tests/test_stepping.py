@@ -99,6 +99,11 @@ CHAINS = {
     "torch.RMSprop_centered_momentum_l2+schedule": lambda: jopt.torch.RMSprop(
         lr=SCHEDULE, centered=True, momentum=0.9, weight_decay=0.01
     ),
+    "amsgrad": lambda: jopt.amsgrad(0.01, b1=0.8),
+    "clip+amsgrad+schedule": lambda: jopt.chain(
+        jopt.clip_by_global_norm(1.0), jopt.amsgrad(SCHEDULE, eps_root=1e-8)
+    ),
+    "amsgrad_bf16_mu": lambda: jopt.amsgrad(0.01, mu_dtype=jnp.bfloat16),  # XLA: f32 state only
     "partition": lambda: jopt.partition(
         {"adam": jopt.adam(0.01), "sgd": jopt.sgd(0.1)},
         jopt.labels_by_path({"big/**": "adam"}, default="sgd"),
@@ -166,6 +171,8 @@ KERNELS = {  # the kernel each case's step runs on the CPU (every other case: no
     "adadelta_plain": "adadelta",
     "adadelta_masked_decay": "adadelta",  # on the decayed gradients
     "clip+torch.Adadelta_maximize+schedule": "adadelta",
+    "amsgrad": "amsgrad",
+    "clip+amsgrad+schedule": "amsgrad",
     "rmsprop_centered_momentum": "rmsprop_centered_momentum",
     "torch.RMSprop": "torch_rmsprop_centered_momentum",
     "rmsprop_centered_eps_outside": "rmsprop_centered_eps_outside",
@@ -321,22 +328,23 @@ def test_a_training_step_updates_the_weights_in_place_without_copies(
     assert " copy(" not in entry, entry
 
 
-@pytest.mark.parametrize("nesterov", [False, True], ids=["adamw", "nadamw"])
-def test_step_agrees_with_optax_over_100_steps(nesterov: bool) -> None:
+@pytest.mark.parametrize("name", ["adamw", "nadamw", "amsgrad"])
+def test_step_agrees_with_optax_over_100_steps(name: str) -> None:
     """The kernel path against the real optax, step by step (the parity tests' bound)."""
-    ours = jopt.chain(
-        jopt.clip_by_global_norm(1.0),
-        jopt.adamw(SCHEDULE, weight_decay=0.01, nesterov=nesterov),
-    )
     schedule = optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 50)
-    theirs = optax.chain(
-        optax.clip_by_global_norm(1.0),
-        optax.adamw(schedule, weight_decay=0.01, nesterov=nesterov),
-    )
+    if name == "amsgrad":
+        ours_tx, theirs_tx = jopt.amsgrad(SCHEDULE, b1=0.8), optax.amsgrad(schedule, b1=0.8)
+    else:
+        nesterov = name == "nadamw"
+        ours_tx = jopt.adamw(SCHEDULE, weight_decay=0.01, nesterov=nesterov)
+        theirs_tx = optax.adamw(schedule, weight_decay=0.01, nesterov=nesterov)
+    ours = jopt.chain(jopt.clip_by_global_norm(1.0), ours_tx)
+    theirs = optax.chain(optax.clip_by_global_norm(1.0), theirs_tx)
     params = _params()
     p1, s1 = params, ours.init(params)
     p2, s2 = params, theirs.init(params)
     step = jax.jit(lambda g, s, p: jopt.step(ours, g, s, p))
+    assert f"jopt_{name}_step" in step.lower(params, s1, p1).as_text()
 
     @jax.jit
     def optax_step(g: Any, s: Any, p: Any) -> Any:

@@ -11,26 +11,25 @@ the same arithmetic, in the same order and rounding, in one vectorised C++ call 
 and the state in place (the outputs alias the donated inputs).
 
 - :func:`step_many`: one optimizer step, applied, for the update rules of
-  :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop, centered or
-  not, with or without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, torch's
-  AMSGrad, each in optax's and torch's forms where they differ, torch's after its
-  coupled weight decay); :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
+  :mod:`jopt.kernels.rules` (heavy-ball and Nesterov momentum, RMSprop, centered or not,
+  with or without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, AMSGrad, each
+  in optax's and torch's forms where they differ, torch's after its coupled weight
+  decay); :func:`adam_step_many` / :func:`adam_step` spell it for Adam.
 - :func:`sum_of_squares` / :func:`global_norm`: the norm a global-norm clip needs.
 
-:func:`jopt.step` uses them where they apply (today: the plain forms of
-:func:`jopt.sgd` with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop` (its
-momentum and centering too), :func:`jopt.adagrad`, :func:`jopt.adadelta`,
-:func:`jopt.adam` and :func:`jopt.adamw` (NAdam(W) too), and of :func:`jopt.torch.SGD`
-with momentum, :func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`,
-:func:`jopt.torch.Adadelta`, :func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`,
-``weight_decay``, ``maximize``, ``momentum``, ``centered``, ``amsgrad`` and
-``lr_decay`` included, on float32 parameters, on the CPU, optionally behind
-:func:`jopt.clip_by_global_norm`; momentum and Adam's moments may be kept in bfloat16;
-see :mod:`jopt.kernel_steps`); on other devices and dtypes the same step runs as XLA
-code (the kernels' "twins"). Plain SGD has none: XLA's loop for ``p - lr g`` is at the
-memory-bandwidth floor from a few million elements up, and a two-thread kernel for it
-measured 0.86x XLA's time on one 1M array but 1.0-1.16x on 4M-16M arrays, 1000 leaves
-and a GPT-like tree (2-core EPYC).
+:func:`jopt.step` uses them where they apply (today: the plain forms of :func:`jopt.sgd`
+with momentum (heavy-ball or Nesterov), :func:`jopt.rmsprop` (its momentum and centering
+too), :func:`jopt.adagrad`, :func:`jopt.adadelta`, :func:`jopt.adam`, :func:`jopt.adamw`
+(NAdam(W) too) and :func:`jopt.amsgrad`, and of :func:`jopt.torch.SGD` with momentum,
+:func:`jopt.torch.RMSprop`, :func:`jopt.torch.Adagrad`, :func:`jopt.torch.Adadelta`,
+:func:`jopt.torch.Adam` and :func:`jopt.torch.AdamW`, ``weight_decay``, ``maximize``,
+``momentum``, ``centered``, ``amsgrad`` and ``lr_decay`` included, on float32
+parameters, on the CPU, optionally behind :func:`jopt.clip_by_global_norm`; momentum and
+Adam's moments may be kept in bfloat16; see :mod:`jopt.kernel_steps`); on other devices
+and dtypes the same step runs as XLA code (the kernels' "twins"). Plain SGD has none:
+XLA's loop for ``p - lr g`` is at the memory-bandwidth floor from a few million elements
+up, and a two-thread kernel for it measured 0.86x XLA's time on one 1M array but
+1.0-1.16x on 4M-16M arrays, 1000 leaves and a GPT-like tree (2-core EPYC).
 The kernels are compiled on first use (see :mod:`jopt.kernels._build`); :func:`status`
 says whether they are in use.
 

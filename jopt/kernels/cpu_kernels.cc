@@ -1,6 +1,6 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
 // steps (SGD with heavy-ball or Nesterov momentum, RMSprop (centered or not) with or
-// without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, AMSGrad) over any
+// without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, AMSGrad in both forms) over any
 // number of float32 leaves, with state in float32 or (momentum, Adam, AdamW, NAdam,
 // NAdamW) bfloat16, the torch door's coupled weight decay folded into the gradient, and
 // a sum of squares over any number of float32 leaves (the global norm a clip needs).
@@ -395,11 +395,12 @@ struct Adam : AdamScalars {
   }
 };
 
-// AMSGrad in torch's form (jopt.scale_by_amsgrad with max_before_bias_correction):
-// Adam's m and v, then the running maximum of the raw second moment, n = max(n, v);
-// u = (m / bc1) / (sqrt(n / bc2 + eps_root) + eps) [u = fma(wd, p, u)], p = fma(u, -lr,
-// p). Its coefficients are Adam's.
-template <typename In, bool kDecoupledDecay>
+// AMSGrad: Adam's m and v, then a running maximum n of the second moment. Torch's form
+// (jopt.scale_by_amsgrad with max_before_bias_correction) keeps the raw one, n = max(n,
+// v), u = (m / bc1) / (sqrt(n / bc2 + eps_root) + eps); optax's (kMaxAfterCorrection)
+// the corrected one, n = max(n, v / bc2), u = (m / bc1) / (sqrt(n + eps_root) + eps).
+// Then [u = fma(wd, p, u)], p = fma(u, -lr, p). Its coefficients are Adam's.
+template <typename In, bool kDecoupledDecay, bool kMaxAfterCorrection = false>
 struct AmsGrad : AdamScalars {
   static constexpr int kStates = 3, kCoefs = In::kCoefs + AdamScalars::kCount;
   static constexpr ffi::DataType kStateTypes[kStates] = {ffi::DataType::F32, ffi::DataType::F32,
@@ -421,8 +422,9 @@ struct AmsGrad : AdamScalars {
       const float gi = in(G, P, i);
       const float mi = std::fma(c1, gi, d1 * M[i]);
       const float vi = std::fma(c2, gi * gi, d2 * V[i]);
-      const float ni = MaxNaN(N[i], vi);
-      float u = (mi / bc1) / (std::sqrt(ni / bc2 + eps_root) + eps);
+      const float ni = MaxNaN(N[i], kMaxAfterCorrection ? vi / bc2 : vi);
+      const float n_hat = kMaxAfterCorrection ? ni : ni / bc2;
+      float u = (mi / bc1) / (std::sqrt(n_hat + eps_root) + eps);
       const float pi = P[i];
       if (kDecoupledDecay) u = std::fma(wd, pi, u);
       MO[i] = mi;
@@ -642,9 +644,12 @@ JOPT_STEP(jopt_nadamw_step_f32_bf16, NAdamWF32Bf16);
 JOPT_STEP(jopt_nadamw_step_bf16_f32, NAdamWBf16F32);
 JOPT_STEP(jopt_nadamw_step_bf16_bf16, NAdamWBf16Bf16);
 
-// AMSGrad as torch keeps it, for the torch door's Adam and AdamW with amsgrad=True.
+// AMSGrad as torch keeps it, for the torch door's Adam and AdamW with amsgrad=True, and
+// as optax keeps it, for jopt.amsgrad.
 using AmsGradRawF32 = AmsGrad<Plain, false>;
 using AmsGradWRawF32 = AmsGrad<Plain, true>;
+using AmsGradF32 = AmsGrad<Plain, false, true>;
+JOPT_STEP(jopt_amsgrad_step_f32_f32_f32, AmsGradF32);
 JOPT_STEP(jopt_amsgrad_raw_step_f32_f32_f32, AmsGradRawF32);
 JOPT_STEP(jopt_amsgradw_raw_step_f32_f32_f32, AmsGradWRawF32);
 

@@ -44,6 +44,7 @@ __all__ = [
     "ADAM",
     "ADAMW",
     "ADAM_L2",
+    "AMSGRAD",
     "AMSGRADW_RAW",
     "AMSGRAD_RAW",
     "AMSGRAD_RAW_L2",
@@ -308,6 +309,12 @@ def _amsgrad_raw(decoupled_decay: bool) -> Rule:
     return rule
 
 
+def _amsgrad(p: Any, g: Any, s: tuple, c: dict) -> tuple[Any, tuple]:
+    m, v = _adam_moments(g, s, c)
+    n = jnp.maximum(s[2], v / c["bc2"])
+    return _adam_apply(p, m / c["bc1"], n, c, False), (m, v, n)
+
+
 _ADAM_COEFFICIENTS = (
     "grad_scale", "d1", "c1", "d2", "c2", "bc1", "bc2", "eps_root", "eps", "weight_decay", "neg_lr",
 )  # fmt: skip
@@ -419,6 +426,10 @@ moment, ``p <- p + neg_lr (m / bc1) / (sqrt(n / bc2 + eps_root) + eps)``; float3
 AMSGRADW_RAW = AMSGRAD_RAW._replace(name="amsgradw_raw", rule=_amsgrad_raw(True))
 """Torch's AMSGrad with ``u <- u + weight_decay p`` before the learning rate:
 :func:`jopt.torch.AdamW` with ``amsgrad=True``."""
+AMSGRAD = AMSGRAD_RAW._replace(name="amsgrad", rule=_amsgrad)
+"""AMSGrad as optax keeps it (:func:`jopt.scale_by_amsgrad`'s default): Adam's moments,
+``n <- max(n, v / bc2)`` of the bias-corrected second moment, ``p <- p + neg_lr (m / bc1) /
+(sqrt(n + eps_root) + eps)``; float32 state: :func:`jopt.amsgrad`."""
 
 MOMENTUM_L2 = MOMENTUM.with_l2()
 """Momentum after torch's coupled weight decay: :func:`jopt.torch.SGD` with ``weight_decay``."""
@@ -465,6 +476,7 @@ KERNELS = (
     NADAMW,
     AMSGRAD_RAW,
     AMSGRADW_RAW,
+    AMSGRAD,
     MOMENTUM_L2,
     MOMENTUM_NESTEROV_L2,
     RMSPROP_EPS_OUTSIDE_L2,

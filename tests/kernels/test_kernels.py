@@ -356,7 +356,9 @@ def test_centered_rmsprop_is_as_accurate_as_xla(kernel: rules.StepKernel) -> Non
         assert error.max() < 8 * 2.0**-24, f"{error.max() / 2.0**-24:.1f} cond ulps"
 
 
-@pytest.mark.parametrize("kernel", [rules.AMSGRAD_RAW, rules.AMSGRADW_RAW], ids=lambda k: k.name)
+@pytest.mark.parametrize(
+    "kernel", [rules.AMSGRAD_RAW, rules.AMSGRADW_RAW, rules.AMSGRAD], ids=lambda k: k.name
+)
 def test_amsgrad_maximum_keeps_nans_as_xla_does(kernel: rules.StepKernel) -> None:
     params, grads, mu, nu, slots = _packed([(MIN_KERNEL_SIZE,)], [0])
     nu_max = np.asarray(nu[0]).copy()

@@ -62,6 +62,7 @@ OPTIMIZERS: dict[str, Callable[..., GradientTransformation]] = _optimizers()
 DEFAULT_LR: dict[str, float] = {
     "adam": 1e-3,
     "adamw": 1e-3,
+    "amsgrad": 1e-3,
     "nadam": 1e-3,
     "nadamw": 1e-3,
     "rmsprop": 1e-3,
@@ -153,8 +154,8 @@ class Config:
         Traceback (most recent call last):
         ...
         jopt.examples.mnist.config.ConfigError: optimizer='adamm': unknown optimizer; \
-choose from adadelta, adagrad, adam, adamw, nadam, nadamw, rmsprop, sgd, torch.Adadelta, \
-torch.Adagrad, torch.Adam, torch.AdamW, torch.RMSprop, torch.SGD
+choose from adadelta, adagrad, adam, adamw, amsgrad, nadam, nadamw, rmsprop, sgd, \
+torch.Adadelta, torch.Adagrad, torch.Adam, torch.AdamW, torch.RMSprop, torch.SGD
     """
 
     optimizer: str = "adam"

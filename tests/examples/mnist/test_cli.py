@@ -68,7 +68,7 @@ def test_no_flags_is_the_reference_run():
         (
             ["--optimizer", "adamm"],
             "--optimizer adamm: unknown optimizer; choose from adadelta, adagrad, adam, adamw, "
-            "nadam, nadamw, rmsprop, sgd, torch.Adadelta",
+            "amsgrad, nadam, nadamw, rmsprop, sgd, torch.Adadelta",
         ),
         (["--schedule", "linear"], "invalid choice: 'linear' (choose from 'constant', 'step'"),
         (["--momentum", "0.9"], "--momentum 0.9: adam has no argument momentum; it takes"),
