@@ -115,7 +115,7 @@ def sweep_layouts(total: int = 1 << 21) -> dict[str, Layout]:
 
 OPTIMIZERS = (
     "sgd", "momentum", "sgd_wd", "adam", "adamw", "rmsprop", "adagrad", "adadelta", "chain",
-    "adam_bf16", "rmsprop_centered",
+    "adam_bf16", "rmsprop_centered", "amsgrad",
 )  # fmt: skip
 QUICK_OPTIMIZERS = ("adam", "chain")
 QUICK_PLAN = {"flat64k": ("adam",), "leaves20": ("chain",)}
@@ -132,8 +132,8 @@ DEFAULT_PLAN = {
 """The optimizers a default run measures on each layout: all of them but where the size
 of the arrays (256M) would push a run past 15 minutes on 2 CPU cores, without bfloat16
 moments (which run XLA code either way) on the many-leaf trees, and without centered
-RMSprop (``--optimizers rmsprop_centered`` measures it). ``--all`` runs every optimizer on
-every layout."""
+RMSprop and AMSGrad (``--optimizers rmsprop_centered,amsgrad`` measures them). ``--all``
+runs every optimizer on every layout."""
 DESCRIPTIONS = {
     "sgd": "SGD, lr 1e-3",
     "momentum": "SGD with momentum 0.9",
@@ -143,6 +143,8 @@ DESCRIPTIONS = {
     "adamw": "AdamW, weight decay 1e-2",
     "rmsprop": "RMSprop (optax: decay 0.9; torch: alpha 0.99)",
     "rmsprop_centered": "centered RMSprop (optax: decay 0.9; torch: alpha 0.99)",
+    "amsgrad": "AMSGrad, lr 1e-3 (optax: the maximum of the bias-corrected second moment; "
+    "torch: of the raw one)",
     "adagrad": "Adagrad, lr 1e-2",
     "adadelta": "Adadelta, lr 1, rho 0.9, eps 1e-6",
     "chain": "clip_by_global_norm(1) + AdamW(wd 1e-2) + warmup-cosine schedule",
@@ -158,6 +160,7 @@ BYTES_PER_PARAM = {
     "adamw": 28,
     "rmsprop": 20,  # p, g, v read; p, v written
     "rmsprop_centered": 28,  # p, g, m, v read; p, m, v written
+    "amsgrad": 36,  # p, g, m, v, n read; p, m, v, n written
     "adagrad": 20,
     "adadelta": 28,  # p, g, e_g, e_x read; p, e_g, e_x written
     "chain": 32,  # + one read of g for the global norm
@@ -173,6 +176,7 @@ STATE_BYTES_PER_PARAM = {
     "adamw": 8,
     "rmsprop": 4,
     "rmsprop_centered": 8,
+    "amsgrad": 12,
     "adagrad": 4,
     "adadelta": 8,
     "chain": 8,
@@ -186,7 +190,7 @@ FLOORS = ("floor", "torch-floor")
 """The in-place kernel ``a <- a + s * b`` compiled by XLA and run by torch; the faster
 of the two, in each case, sets the bandwidth of the floor."""
 ONLY_JOPT = {"adam_bf16"}
-TORCH_FUSED = {"sgd", "momentum", "sgd_wd", "adam", "adamw", "adagrad", "chain"}
+TORCH_FUSED = {"sgd", "momentum", "sgd_wd", "adam", "adamw", "adagrad", "chain", "amsgrad"}
 """Optimizers that torch 2.13 implements with ``fused=True`` (RMSprop and Adadelta have no
 fused kernel)."""
 
@@ -228,6 +232,8 @@ def jax_optimizer(lib: Any, name: str) -> Any:
         return lib.rmsprop(lr)
     if name == "rmsprop_centered":
         return lib.rmsprop(lr, centered=True)
+    if name == "amsgrad":
+        return lib.amsgrad(lr)
     if name == "adagrad":
         return lib.adagrad(1e-2)
     if name == "adadelta":

@@ -384,6 +384,8 @@ class TorchWorker:
             return torch.optim.RMSprop(params, lr=lr, **kind), None, None
         if name == "rmsprop_centered":
             return torch.optim.RMSprop(params, lr=lr, centered=True, **kind), None, None
+        if name == "amsgrad":
+            return torch.optim.Adam(params, lr=lr, amsgrad=True, **kind), None, None
         if name == "adagrad":
             return torch.optim.Adagrad(params, lr=1e-2, **kind), None, None
         if name == "adadelta":

@@ -1,9 +1,10 @@
 // jopt's CPU kernels (XLA FFI handlers), for jopt.step: fused in-place optimizer
 // steps (SGD with heavy-ball or Nesterov momentum, RMSprop (centered or not) with or
-// without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, AMSGrad in both forms) over any
-// number of float32 leaves, with state in float32 or (momentum, Adam, AdamW, NAdam,
-// NAdamW) bfloat16, the torch door's coupled weight decay folded into the gradient, and
-// a sum of squares over any number of float32 leaves (the global norm a clip needs).
+// without momentum, Adagrad, Adadelta, Adam, AdamW, NAdam, NAdamW, AMSGrad in optax's
+// and torch's forms) over any number of float32 leaves, with state in float32 or
+// (momentum, Adam, AdamW, NAdam, NAdamW) bfloat16, the torch door's coupled weight decay
+// folded into the gradient, and a sum of squares over any number of float32 leaves (the
+// global norm a clip needs).
 //
 // They take the leaves where they lie, as separate buffers, so that a model of 1000
 // small leaves costs a few kernel calls instead of a copy into a packed buffer and

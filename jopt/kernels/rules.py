@@ -371,7 +371,7 @@ RMSPROP_CENTERED_EPS_OUTSIDE = RMSPROP_CENTERED._replace(
     name="rmsprop_centered_eps_outside", rule=_rmsprop(eps_in_sqrt=False, centered=True)
 )
 """Centered RMSprop with ``g / (sqrt(v - m^2) + eps)``: :func:`jopt.torch.RMSprop` with
-``centered=True``."""
+``centered=True``, :func:`jopt.rmsprop` with ``centered=True, eps_in_sqrt=False``."""
 RMSPROP_CENTERED_MOMENTUM = StepKernel(
     "rmsprop_centered_momentum",
     ("mu", "nu", "trace"),
