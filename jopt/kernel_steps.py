@@ -262,8 +262,8 @@ def rmsprop_plan(
         coefs = kernel.pack(**_gradient_coefficients(grad_scale, l2, maximize), **values)
 
         def rebuild(new: list[Any]) -> OptState:
-            moments = len(trees) - (momentum is not None)
-            out = put(kind(jtree.safe_increment(s.count), *new[:moments]))
+            moments = new if momentum is None else new[:-1]
+            out = put(kind(jtree.safe_increment(s.count), *moments))
             if momentum is None:
                 return out
             t, put_trace = _locate(out, TraceState, "rmsprop")
@@ -397,15 +397,15 @@ def adam_plan(
     maximize: bool = False,
     nesterov: bool = False,
     amsgrad: bool = False,
-    max_before_bias_correction: bool = True,
+    max_before_bias_correction: bool = False,
 ) -> PlanFn:
     """Adam (``weight_decay=None``) or AdamW:
     ``chain(scale_by_adam, [add_decayed_weights], scale_by_learning_rate)``, with
     ``scale_by_adam``'s ``precise_bias_correction`` (the torch door's) and ``nesterov``
     (NAdam, NAdamW); Adam may come after the torch door's ``maximize`` and coupled
     weight decay ``l2``. ``amsgrad``: ``scale_by_amsgrad`` instead of ``scale_by_adam``,
-    torch's form by default (``max_before_bias_correction``), optax's without it (no
-    weight decay: that is :func:`jopt.amsgrad`).
+    with its ``max_before_bias_correction`` (torch's form, any weight decay) or without
+    (optax's, :func:`jopt.amsgrad`: no weight decay).
 
     Example:
         >>> import jax.numpy as jnp

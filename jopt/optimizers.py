@@ -202,7 +202,7 @@ def _adam(
 
     def build(learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any):
         if amsgrad:
-            moments = scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype)
+            moments = scale_by_amsgrad(b1, b2, eps, eps_root, mu_dtype, nu_dtype=nu_dtype)
         else:
             moments = scale_by_adam(
                 b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov, nu_dtype=nu_dtype
@@ -218,7 +218,6 @@ def _adam(
                 None,
                 nesterov=nesterov,
                 amsgrad=amsgrad,
-                max_before_bias_correction=False,
             )
             inner = with_kernel_step(inner, plan)
         return fuse(inner)

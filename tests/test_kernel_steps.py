@@ -38,21 +38,20 @@ def test_coupled_decay_where_no_kernel_has_it_is_an_error() -> None:
 
 def test_an_amsgrad_plan_carries_the_three_states_and_rebuilds_their_state() -> None:
     state = jopt.scale_by_amsgrad().init(jnp.zeros(2)), ()
-    plan = adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, amsgrad=True)(state, None)
+    torch_form = dict(amsgrad=True, max_before_bias_correction=True)
+    plan = adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, **torch_form)(state, None)
     assert plan.kernel.name == "amsgradw_raw" and plan.kernel.states == ("mu", "nu", "nu_max")
     new = plan.rebuild([jnp.ones(2), 2 * jnp.ones(2), 3 * jnp.ones(2)])[0]
     assert isinstance(new, jopt.transforms.adaptive.ScaleByAmsgradState)
     assert int(new.count) == 1 and new.nu_max.tolist() == [3.0, 3.0]
     with pytest.raises(TypeError, match="holds no ScaleByAmsgradState"):
-        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True)(
+        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, **torch_form)(
             (jopt.scale_by_adam().init(jnp.zeros(2)), ()), None
         )
-    optax_form = adam_plan(
-        0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True, max_before_bias_correction=False
-    )
+    optax_form = adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, None, amsgrad=True)
     assert optax_form(state, None).kernel.name == "amsgrad"
     with pytest.raises(ValueError, match="optax's AMSGrad kernel has no weight decay"):
-        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, amsgrad=True, max_before_bias_correction=False)
+        adam_plan(0.9, 0.999, 1e-8, 0.0, 0.1, 0.01, amsgrad=True)
 
 
 def test_an_adagrad_plan_with_a_learning_rate_factor_steps_by_the_product() -> None:

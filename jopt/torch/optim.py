@@ -220,6 +220,7 @@ def _adam(
             l2=weight_decay if has_decay and not decoupled else None,
             maximize=maximize,
             amsgrad=amsgrad,
+            max_before_bias_correction=True,
         )
         return _recipe(
             maximize,
